@@ -1,0 +1,33 @@
+"""Process-wide defaults that keep mlra offline, quiet and inside the project folder.
+
+Set only where the user has not set them: a user's own environment always wins.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_DEFAULTS = {
+    # Never reach a model hub: the base model comes from an installed package.
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    # No telemetry, no analytics daemons (they try the network and stall).
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DVC_NO_ANALYTICS": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "60",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def project_dir() -> Path:
+    """The folder that holds mlra's local state: ``$MLRA_HOME`` or ``./.mlra``."""
+    return Path(os.environ.get("MLRA_HOME", ".mlra")).resolve()
+
+
+def apply_runtime_defaults() -> None:
+    for key, value in _DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("MPLCONFIGDIR", str(project_dir() / "matplotlib"))

@@ -1,0 +1,85 @@
+"""Identify a base model by the weights that adapters touch.
+
+An adapter's low-rank update only means something on top of the exact base weights it was trained
+against. The fingerprint hashes, for every targeted layer, the parameter names, shapes, dtypes and
+raw bytes of its *base* weights (also while an adapter is merged into them), so it is the same in
+every process and on every device, and an artifact can refuse a different base model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import TypedDict
+
+import torch
+from torch import nn
+
+from mlra.adapters.layer import LowRankLinear
+from mlra.adapters.model import adapter_modules, lowrank_layers
+from mlra.errors import TargetNotFoundError
+
+__all__ = ["ModuleDigest", "combine", "fingerprint", "module_digests"]
+
+
+class ModuleDigest(TypedDict):
+    sha256: str
+    dtype: str
+    shape: list[int]
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    flat = t.detach().to("cpu").contiguous().reshape(-1)
+    return flat.view(torch.uint8).numpy().tobytes()
+
+
+def _base_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    if isinstance(module, LowRankLinear):
+        tensors = {"weight": module.base_weight}
+        base = module.base_layer
+    elif isinstance(module, nn.Linear):
+        tensors = {"weight": module.weight}
+        base = module
+    else:
+        raise TargetNotFoundError(f"{type(module).__name__} is not an nn.Linear")
+    if base.bias is not None:
+        tensors["bias"] = base.bias
+    return tensors
+
+
+def module_digests(model: nn.Module, names: Iterable[str]) -> dict[str, ModuleDigest]:
+    """Per-module digests of the base weights of the named ``nn.Linear`` modules."""
+    digests: dict[str, ModuleDigest] = {}
+    for name in names:
+        try:
+            module = model.get_submodule(name)
+        except AttributeError as exc:
+            raise TargetNotFoundError(f"the model has no module {name!r}") from exc
+        h = hashlib.sha256()
+        tensors = _base_tensors(module)
+        for key, t in tensors.items():
+            h.update(f"{key}|{tuple(t.shape)}|{t.dtype}|".encode())
+            h.update(_tensor_bytes(t))
+        weight = tensors["weight"]
+        digests[name] = {
+            "sha256": h.hexdigest(),
+            "dtype": str(weight.dtype).removeprefix("torch."),
+            "shape": list(weight.shape),
+        }
+    return digests
+
+
+def combine(digests: dict[str, ModuleDigest]) -> str:
+    """One hex sha256 over per-module digests (order-independent: sorted by module name)."""
+    h = hashlib.sha256()
+    for name in sorted(digests):
+        h.update(f"{name}={digests[name]['sha256']};".encode())
+    return h.hexdigest()
+
+
+def fingerprint(model: nn.Module, name: str | None = None) -> str:
+    """Hex sha256 over the base weights that adapter ``name`` (default: any adapter) touches."""
+    layers = lowrank_layers(model) if name is None else adapter_modules(model, name)
+    if not layers:
+        raise TargetNotFoundError("the model carries no adapter, so no weights to fingerprint")
+    return combine(module_digests(model, layers))

@@ -1,0 +1,5 @@
+import sys
+
+from mlra.cli import main
+
+sys.exit(main())

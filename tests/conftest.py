@@ -1,0 +1,63 @@
+"""Shared fixtures: tiny models (no downloads) and offline, quiet process defaults."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from mlra._env import apply_runtime_defaults
+
+os.environ.setdefault("MLRA_HOME", os.path.join(os.path.dirname(__file__), "..", ".mlra", "test"))
+apply_runtime_defaults()
+
+
+@pytest.fixture
+def tiny_mlp():  # type: ignore[no-untyped-def]
+    """A 3-layer MLP with named Linear layers (fc1, fc2 inside a block, out)."""
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc2 = nn.Linear(16, 16)
+            self.act = nn.GELU()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.act(self.fc2(x))
+
+    class MLP(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1 = nn.Linear(8, 16)
+            self.block = Block()
+            self.out = nn.Linear(16, 4, bias=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(self.block(torch.relu(self.fc1(x))))
+
+    torch.manual_seed(0)
+    return MLP()
+
+
+def make_tiny_bert(seed: int = 0):  # type: ignore[no-untyped-def]
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=48,
+        max_position_embeddings=32,
+    )
+    return BertModel(config).eval()
+
+
+@pytest.fixture
+def tiny_bert():  # type: ignore[no-untyped-def]
+    """A random 2-layer BertModel from a transformers config (no download)."""
+    return make_tiny_bert()
