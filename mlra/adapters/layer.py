@@ -99,9 +99,9 @@ class LowRankLinear(nn.Module):
             else:  # "lora": A as nn.Linear initialises it
                 nn.init.kaiming_uniform_(a.weight, a=math.sqrt(5))
             nn.init.zeros_(b.weight)
-        self.lora_A[name] = a
-        self.lora_B[name] = b
-        self.lora_dropout[name] = nn.Dropout(spec.dropout) if spec.dropout > 0 else nn.Identity()
+        dropout = nn.Dropout(spec.dropout) if spec.dropout > 0 else nn.Identity()
+        for container, module in ((self.lora_A, a), (self.lora_B, b), (self.lora_dropout, dropout)):
+            container[name] = module.train(self.training)  # a model in eval mode stays so
         self.specs[name] = spec
 
     def remove(self, name: str) -> None:

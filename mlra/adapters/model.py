@@ -113,7 +113,7 @@ def add_adapter(model: nn.Module, name: str, spec: AdapterSpec) -> list[str]:
         if not isinstance(module, LowRankLinear):
             assert isinstance(module, nn.Linear)
             parent_name, _, child = full_name.rpartition(".")
-            module = LowRankLinear(module)
+            module = LowRankLinear(module).train(module.training)  # follow the model's mode
             module.active = dict(before)
             setattr(model.get_submodule(parent_name), child, module)
         module.add(name, spec)

@@ -167,3 +167,18 @@ def test_removing_the_last_adapter_warns_nothing() -> None:
         warnings.simplefilter("error")
         mlra.remove_adapter(model, "a")
     assert isinstance(model[0], nn.Linear) and mlra.active_adapters(model) == {}
+
+
+def test_new_adapters_follow_the_models_train_or_eval_mode(tiny_mlp) -> None:  # type: ignore[no-untyped-def]
+    tiny_mlp.eval()
+    mlra.add_adapter(tiny_mlp, "a", AdapterSpec(rank=4, targets=["fc1"], dropout=0.5))
+    mlra.add_adapter(tiny_mlp, "b", AdapterSpec(rank=4, targets=["fc1"], dropout=0.5))
+    _randomise(tiny_mlp)
+    mlra.set_active(tiny_mlp, ["a", "b"])
+    assert not any(m.training for m in tiny_mlp.modules())
+    x = torch.randn(8, 8)
+    with torch.no_grad():
+        assert torch.equal(tiny_mlp(x), tiny_mlp(x))  # no dropout at inference
+    tiny_mlp.train()
+    with torch.no_grad():
+        assert not torch.equal(tiny_mlp(x), tiny_mlp(x))  # dropout while training
