@@ -1,0 +1,576 @@
+"""Save, load and inspect adapters as hashed, PEFT-compatible artifact directories.
+
+An artifact is a directory that ``peft.PeftModel.from_pretrained`` loads as a LoRA adapter, plus
+mlra's ``manifest.json``:
+
+- ``adapter_config.json``: PEFT's LoRA config (``peft_type``, ``r``, ``lora_alpha``, ...)
+- ``adapter_model.safetensors``: A and B of every wrapped layer under PEFT's tensor names
+  (``base_model.model.<module>.lora_A.weight``), plus any ``modules_to_save``; never pickle
+- ``manifest.json``: the sha256 of every other file, the base-model fingerprint (overall and per
+  module), the spec, the resolved targets and the caller's lineage metadata
+
+``load_adapter`` checks every hash and the base model before it touches the model, so a corrupted
+artifact or the wrong base model fails loudly instead of computing quietly wrong outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+from torch import nn
+
+from mlra.adapters import adapter_modules, adapter_names, adapter_spec, add_adapter, remove_adapter
+from mlra.adapters.fingerprint import ModuleDigest, combine, module_digests
+from mlra.adapters.layer import LowRankLinear
+from mlra.adapters.spec import AdapterSpec, Targets
+from mlra.adapters.targets import matches
+from mlra.errors import (
+    AdapterExistsError,
+    BaseModelMismatchError,
+    ConfigError,
+    IntegrityError,
+    TargetNotFoundError,
+)
+
+__all__ = ["FORMAT_VERSION", "Manifest", "inspect_adapter", "load_adapter", "save_adapter"]
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+MANIFEST_FILE = "manifest.json"
+_PREFIX = "base_model.model."  # PEFT's prefix: PeftModel.base_model (LoraModel).model (the user's)
+# PEFT LoRA options that change what the adapter computes and that mlra does not implement.
+_UNSUPPORTED = (
+    "use_dora", "rank_pattern", "alpha_pattern", "fan_in_fan_out", "layer_replication",
+    "lora_bias", "use_qalora", "target_parameters", "trainable_token_indices",
+    "alora_invocation_tokens", "megatron_config", "velora_config", "monteclora_config",
+    "use_bdlora", "arrow_config", "kasa_config",
+)  # fmt: skip
+# Initialisations that leave the base weights alone (PiSSA, OLoRA, LoftQ, ... rewrite them).
+_PLAIN_INITS = (True, False, "gaussian", "eva", "orthogonal")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What ``manifest.json`` records; ``save_adapter`` and ``inspect_adapter`` return it."""
+
+    name: str
+    spec: AdapterSpec
+    targets: tuple[str, ...]  # full module names, relative to the model that was saved
+    base_fingerprint: str  # == mlra.fingerprint(model, name) on the saving model
+    base_modules: dict[str, ModuleDigest]  # per target: sha256, dtype, shape of its base weights
+    files: dict[str, str]  # file name -> sha256, for every other file of the artifact
+    modules_to_save: tuple[str, ...]
+    metadata: dict[str, Any]
+    created_at: str
+    mlra_version: str
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON of ``manifest.json``, with ``manifest_sha256`` over all the other fields."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data |= {"spec": self.spec.to_dict(), "targets": list(self.targets)}
+        data |= {"modules_to_save": list(self.modules_to_save)}
+        return {**data, "manifest_sha256": _sha256(_canonical(data))}
+
+    @property
+    def sha256(self) -> str:
+        """One hash for the whole artifact: the manifest's own, which covers every file's hash."""
+        return str(self.to_dict()["manifest_sha256"])
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Manifest:
+        try:
+            values = {f.name: data[f.name] for f in fields(cls)}
+            values |= {"spec": AdapterSpec.from_dict(values["spec"])}
+            values |= {k: tuple(values[k]) for k in ("targets", "modules_to_save")}
+            return cls(**values)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IntegrityError(f"{MANIFEST_FILE} is malformed ({exc!r})") from exc
+
+
+def save_adapter(
+    model: nn.Module,
+    name: str,
+    path: str | os.PathLike[str],
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    modules_to_save: Sequence[str] = (),
+    overwrite: bool = False,
+) -> Manifest:
+    """Write adapter ``name`` of ``model`` to the directory ``path``, atomically.
+
+    ``metadata`` (JSON-serialisable) is the caller's lineage: data hash, git commit, metrics, ...
+    ``modules_to_save`` names whole modules (e.g. a classification head) whose state is saved
+    with the adapter and written back into the model by ``load_adapter``, as PEFT does.
+    """
+    from mlra import __version__
+
+    layers = adapter_modules(model, name)
+    meta = _check_metadata(metadata)
+    heads = _module_states(model, modules_to_save, layers)
+    tensors: dict[str, torch.Tensor] = {}
+    for module, layer in layers.items():
+        tensors[f"{_PREFIX}{module}.lora_A.weight"] = layer.A(name).weight
+        tensors[f"{_PREFIX}{module}.lora_B.weight"] = layer.B(name).weight
+    tensors = {key: t.detach().to("cpu").contiguous().clone() for key, t in tensors.items()}
+    for module, state in heads.items():  # (cloned: safetensors refuses tensors sharing storage)
+        tensors.update({f"{_PREFIX}{module}.{key}": t for key, t in state.items()})
+    spec = adapter_spec(model, name)
+    blobs = {
+        CONFIG_FILE: _json_bytes(_peft_config(model, spec, list(layers), list(heads))),
+        WEIGHTS_FILE: bytes(safetensors.torch.save(tensors, metadata={"format": "pt"})),
+    }
+    digests = module_digests(model, layers)
+    manifest = Manifest(
+        name=name,
+        spec=spec,
+        targets=tuple(layers),
+        base_fingerprint=combine(digests),
+        base_modules=digests,
+        files={file: _sha256(blob) for file, blob in blobs.items()},
+        modules_to_save=tuple(heads),
+        metadata=meta,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        mlra_version=__version__,
+    )
+    blobs[MANIFEST_FILE] = _json_bytes(manifest.to_dict())
+    _write_atomic(Path(path), blobs, overwrite=overwrite)
+    return manifest
+
+
+def inspect_adapter(path: str | os.PathLike[str]) -> Manifest:
+    """The manifest of the artifact at ``path``, after checking every file against its hash."""
+    return _read_verified(Path(path))[0]
+
+
+def load_adapter(
+    model: nn.Module, path: str | os.PathLike[str], name: str | None = None, *, strict: bool = True
+) -> str:
+    """Add the adapter saved at ``path`` to ``model`` (under ``name``, default: the saved name).
+
+    Every file hash and the base model's per-module fingerprint are checked before the model is
+    touched. ``strict=False`` accepts what cannot be proven: a directory written by PEFT (no
+    manifest; the name defaults to ``"default"``) or a base model whose targeted weights differ
+    from the saved ones (e.g. another dtype); each with a warning. File hashes are always checked
+    when there is a manifest. Returns the adapter name used.
+    """
+    path = Path(path)
+    manifest: Manifest | None = None
+    if (path / MANIFEST_FILE).is_file():
+        manifest, blobs = _read_verified(path)
+    elif strict:
+        _read_file(path, CONFIG_FILE)  # (no directory at all: say that instead)
+        raise IntegrityError(
+            f"{path} has no {MANIFEST_FILE} (written by PEFT?), so neither its files nor the base "
+            "model can be verified; pass strict=False to load it anyway"
+        )
+    else:
+        warnings.warn(
+            f"{path} has no {MANIFEST_FILE} (written by PEFT?): its files and base model cannot be "
+            "verified; loading it because strict=False",
+            stacklevel=2,
+        )
+        blobs = {f: _read_file(path, f) for f in (CONFIG_FILE, WEIGHTS_FILE)}
+    config = _check_peft_config(blobs[CONFIG_FILE], path)
+    heads = tuple(manifest.modules_to_save if manifest else config.get("modules_to_save") or ())
+    lora, states = _split_tensors(safetensors.torch.load(blobs[WEIGHTS_FILE]), heads)
+    if manifest is not None:
+        spec = manifest.spec
+        if set(lora) != set(manifest.targets):
+            raise IntegrityError(f"{WEIGHTS_FILE} does not hold the targets the manifest lists")
+        lora = {t: lora[t] for t in manifest.targets}  # the model's order, not the file's
+    else:
+        spec = _spec_from_peft(config)
+    where = _reroot(model, [*lora, *states])
+    if manifest is not None:
+        _check_base(model, manifest, where, strict=strict)
+    name = name or (manifest.name if manifest else "default")
+    if name in adapter_names(model):
+        raise AdapterExistsError(
+            f"an adapter named {name!r} is already on this model; pass name= to load it under "
+            "another name, or mlra.remove_adapter() the old one first"
+        )
+    _check_shapes(model, lora, states, where, spec.rank)
+    # -- from here on the model changes; any failure puts it back as it was --
+    backup = {m: _cloned_state(model.get_submodule(where[m])) for m in states}
+    targets = _exact_targets(model, {where[m] for m in lora})
+    with torch.random.fork_rng(devices=[]):  # add_adapter's init must not move the user's RNG
+        add_adapter(model, name, replace(spec, targets=targets, exclude=()))
+    try:
+        _copy_in(model, name, lora, states, where)
+    except BaseException:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "no adapter is active now": we put it back as it was
+            remove_adapter(model, name)
+        _copy_in(model, name, {}, backup, where)
+        raise
+    return name
+
+
+def _exact_targets(model: nn.Module, names: set[str]) -> Targets:
+    """Targets that match exactly ``names`` (in model order): the names themselves, or an anchored
+    regex where PEFT's rule (which also matches a ``.name`` suffix) would catch more modules."""
+    local = list(_local_modules(model))
+    ordered = tuple(n for n in local if n in names)
+    if any(matches(n, ordered) for n in local if n not in names):
+        return "|".join(re.escape(n) for n in ordered)
+    return ordered
+
+
+def _copy_in(
+    model: nn.Module,
+    name: str,
+    lora: Mapping[str, Mapping[str, torch.Tensor]],
+    states: Mapping[str, Mapping[str, torch.Tensor]],
+    where: Mapping[str, str],
+) -> None:
+    """Copy the saved tensors into adapter ``name`` and the modules_to_save, in place."""
+    with torch.no_grad():
+        for module, ab in lora.items():
+            layer = model.get_submodule(where[module])
+            assert isinstance(layer, LowRankLinear)
+            layer.A(name).weight.copy_(ab["A"])
+            layer.B(name).weight.copy_(ab["B"])
+        for module, state in states.items():
+            for key, tensor in model.get_submodule(where[module]).state_dict().items():
+                tensor.copy_(state[key])  # state_dict() tensors share storage with the module
+
+
+# -- reading and checking ---------------------------------------------------------------------
+
+
+def _read_verified(path: Path) -> tuple[Manifest, dict[str, bytes]]:
+    """The manifest and the bytes of every file it lists, each checked against its sha256.
+
+    The bytes that were hashed are the bytes that get parsed: nothing is read twice.
+    """
+    try:
+        data = json.loads(_read_file(path, MANIFEST_FILE))
+    except json.JSONDecodeError as exc:
+        raise IntegrityError(f"{path / MANIFEST_FILE} is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise IntegrityError(f"{path / MANIFEST_FILE} does not hold a JSON object")
+    body = {k: v for k, v in data.items() if k != "manifest_sha256"}
+    if data.get("manifest_sha256") != _sha256(_canonical(body)):
+        raise IntegrityError(
+            f"{path / MANIFEST_FILE} was changed after it was written (its manifest_sha256 does "
+            "not match its content); re-save the adapter from its source"
+        )
+    manifest = Manifest.from_dict(data)
+    if manifest.format_version > FORMAT_VERSION:
+        raise ConfigError(
+            f"{path} has artifact format {manifest.format_version}, this mlra reads up to "
+            f"{FORMAT_VERSION}; upgrade mlra (the artifact says mlra {manifest.mlra_version})"
+        )
+    blobs: dict[str, bytes] = {}
+    for file, digest in manifest.files.items():
+        if Path(file).name != file or file.startswith("."):
+            raise IntegrityError(f"{MANIFEST_FILE} lists a file outside the artifact: {file!r}")
+        blobs[file] = _read_file(path, file)
+        if _sha256(blobs[file]) != digest:
+            raise IntegrityError(
+                f"{file} in {path} does not match the sha256 recorded in {MANIFEST_FILE} "
+                f"({_sha256(blobs[file])[:12]}… here, {digest[:12]}… recorded): it was changed "
+                "or corrupted after saving"
+            )
+    for file in (CONFIG_FILE, WEIGHTS_FILE):
+        if file not in blobs:
+            raise IntegrityError(f"{MANIFEST_FILE} in {path} does not list {file}")
+    return manifest, blobs
+
+
+def _read_file(path: Path, file: str) -> bytes:
+    if not path.is_dir():
+        raise ConfigError(f"no adapter directory at {path}")
+    try:
+        return (path / file).read_bytes()
+    except FileNotFoundError as exc:
+        raise IntegrityError(f"{file} is missing from the adapter directory {path}") from exc
+
+
+def _check_peft_config(blob: bytes, path: Path) -> dict[str, Any]:
+    """The PEFT config; refused if its adapter computes something other than plain (rs)LoRA."""
+    try:
+        config = json.loads(blob)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path / CONFIG_FILE} is not valid JSON ({exc})") from exc
+    if not isinstance(config, dict) or config.get("peft_type") != "LORA":
+        kind = config.get("peft_type") if isinstance(config, dict) else config
+        raise ConfigError(f"{path / CONFIG_FILE} is not a LoRA adapter (peft_type={kind!r})")
+    bad = [f"{key}={config[key]!r}" for key in _UNSUPPORTED if config.get(key)]
+    if config.get("bias", "none") != "none":
+        bad.append(f"bias={config['bias']!r}")
+    if config.get("init_lora_weights", True) not in _PLAIN_INITS:
+        bad.append(f"init_lora_weights={config['init_lora_weights']!r}")
+    if bad:
+        raise ConfigError(
+            f"{path / CONFIG_FILE} uses PEFT features mlra does not implement: {', '.join(bad)}. "
+            "mlra loads plain LoRA / rsLoRA adapters; load this one with peft instead"
+        )
+    return config
+
+
+def _spec_from_peft(config: Mapping[str, Any]) -> AdapterSpec:
+    init = config.get("init_lora_weights", True)
+    return AdapterSpec(
+        rank=config["r"],
+        alpha=config["lora_alpha"],
+        dropout=config.get("lora_dropout") or 0.0,
+        init="gaussian" if init == "gaussian" else "lora",
+        rslora=bool(config.get("use_rslora", False)),
+    )
+
+
+def _split_tensors(
+    tensors: Mapping[str, torch.Tensor], heads: Sequence[str]
+) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, dict[str, torch.Tensor]]]:
+    """PEFT's flat tensor names -> ({module: {"A", "B"}}, {head module: its state dict})."""
+    lora: dict[str, dict[str, torch.Tensor]] = {}
+    states: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in tensors.items():
+        rest = key.removeprefix(_PREFIX)
+        module, sep, part = rest.rpartition(".lora_")
+        head = _head_of(rest, heads)
+        if rest != key and sep and part in ("A.weight", "B.weight"):
+            lora.setdefault(module, {})[part[0]] = tensor
+        elif rest != key and head is not None:
+            states.setdefault(head, {})[rest[len(head) + 1 :]] = tensor
+        else:
+            raise ConfigError(
+                f"{WEIGHTS_FILE} holds {key!r}, which is neither a LoRA A/B weight nor part of "
+                "modules_to_save; mlra loads plain LoRA only (no DoRA, LoRA bias or embeddings)"
+            )
+    for module, ab in lora.items():
+        if set(ab) != {"A", "B"}:
+            raise ConfigError(f"{WEIGHTS_FILE} has lora_A without lora_B (or back) for {module!r}")
+    if not lora:
+        raise ConfigError(f"{WEIGHTS_FILE} holds no LoRA weights")
+    return lora, states
+
+
+def _head_of(key: str, heads: Sequence[str]) -> str | None:
+    """The module of ``key`` that a modules_to_save entry names (exactly or as a ``.suffix``)."""
+    for head in heads:
+        if key.startswith(head + "."):
+            return head
+        if f".{head}." in key:
+            return key[: key.index(f".{head}.") + 1 + len(head)]
+    return None
+
+
+def _local_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """Every module by name, except the insides of ``LowRankLinear`` (base layer, A, B)."""
+    found: dict[str, nn.Module] = {}
+    wrapped: list[str] = []
+    for name, module in model.named_modules():
+        if name and not any(name.startswith(w + ".") for w in wrapped):
+            found[name] = module
+            if isinstance(module, LowRankLinear):
+                wrapped.append(name)
+    return found
+
+
+def _reroot(model: nn.Module, saved: Sequence[str]) -> dict[str, str]:
+    """Map the saved module names onto ``model``'s: the same names, or all of them under one
+    common prefix added (the saved model is nested in this one, e.g. ``bert.``) or removed (this
+    model is part of the saved one). Raises when no such mapping, or more than one, fits."""
+    local = _local_modules(model)
+    if all(s in local for s in saved):
+        return {s: s for s in saved}
+    first = saved[0]
+    options = {("", n[: -len(first)]) for n in local if n.endswith("." + first)}
+    options |= {(first[: -len(n)], "") for n in local if first.endswith("." + n)}
+    fits = [
+        (cut, add)
+        for cut, add in sorted(options)
+        if all(s.startswith(cut) and add + s.removeprefix(cut) in local for s in saved)
+    ]
+    if not fits:
+        missing = next(s for s in saved if s not in local)
+        raise TargetNotFoundError(
+            f"the model has no module {missing!r} (nor one named like it under a common prefix), "
+            f"which the adapter was saved for; modules here include {', '.join(list(local)[:5])}"
+        )
+    if len(fits) > 1:
+        raise ConfigError(
+            f"the adapter's modules fit this model in several places ({fits}: prefixes removed/"
+            "added); load it onto the submodule it was saved for instead"
+        )
+    cut, add = fits[0]
+    return {s: add + s.removeprefix(cut) for s in saved}
+
+
+def _check_base(model: nn.Module, manifest: Manifest, where: dict[str, str], strict: bool) -> None:
+    """Compare the targeted base weights with the manifest's per-module digests, in order."""
+    here = module_digests(model, [where[t] for t in manifest.targets])
+    for saved in manifest.targets:
+        want, have = manifest.base_modules[saved], here[where[saved]]
+        if have["sha256"] == want["sha256"]:
+            continue
+        if have["dtype"] != want["dtype"]:
+            detail = f"dtype {have['dtype']} here, {want['dtype']} in the artifact"
+        elif have["shape"] != want["shape"]:
+            detail = f"shape {have['shape']} here, {want['shape']} in the artifact"
+        else:
+            detail = "same shape and dtype, different weights"
+        message = (
+            f"adapter {manifest.name!r} was saved for another base model: module "
+            f"{where[saved]!r} differs ({detail}). Load it onto the base it was trained on "
+            f"(fingerprint {manifest.base_fingerprint[:12]}…), or pass strict=False to load anyway"
+        )
+        if strict:
+            raise BaseModelMismatchError(message)
+        warnings.warn(message, stacklevel=3)
+        return
+
+
+def _check_shapes(
+    model: nn.Module,
+    lora: Mapping[str, Mapping[str, torch.Tensor]],
+    states: Mapping[str, Mapping[str, torch.Tensor]],
+    where: Mapping[str, str],
+    rank: int,
+) -> None:
+    for module, ab in lora.items():
+        layer = model.get_submodule(where[module])
+        if not isinstance(layer, nn.Linear | LowRankLinear):
+            raise ConfigError(f"{where[module]!r} is a {type(layer).__name__}, not an nn.Linear")
+        want = {"A": (rank, layer.in_features), "B": (layer.out_features, rank)}
+        for part, shape in want.items():
+            if tuple(ab[part].shape) != shape:
+                raise BaseModelMismatchError(
+                    f"lora_{part} of {where[module]!r} has shape {tuple(ab[part].shape)}, this "
+                    f"model needs {shape} (rank {rank}): the adapter is for another model"
+                )
+    for module, state in states.items():
+        here = model.get_submodule(where[module]).state_dict()
+        shapes = {k: tuple(t.shape) for k, t in here.items()}
+        saved = {k: tuple(t.shape) for k, t in state.items()}
+        if shapes != saved:
+            raise BaseModelMismatchError(
+                f"saved module {where[module]!r} has tensors {saved}, this model's has {shapes}"
+            )
+
+
+# -- writing ----------------------------------------------------------------------------------
+
+
+def _peft_config(
+    model: nn.Module, spec: AdapterSpec, targets: list[str], heads: list[str]
+) -> dict[str, Any]:
+    """PEFT's ``LoraConfig`` keys. Targets are the resolved full names (exact, whatever rule
+    chose them); PEFT matches them on a model that nests this one too (``.suffix`` rule)."""
+    base = getattr(getattr(model, "config", None), "name_or_path", None) or None
+    alpha = int(spec.alpha) if spec.alpha.is_integer() else spec.alpha
+    return {
+        "peft_type": "LORA",
+        "task_type": None,
+        "base_model_name_or_path": base,
+        "revision": None,
+        "inference_mode": True,
+        "r": spec.rank,
+        "lora_alpha": alpha,
+        "lora_dropout": spec.dropout,
+        "target_modules": targets,
+        "exclude_modules": None,
+        "use_rslora": spec.rslora,
+        "init_lora_weights": "gaussian" if spec.init == "gaussian" else True,
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "modules_to_save": heads or None,
+        "layers_to_transform": None,
+        "layers_pattern": None,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+        "use_dora": False,
+    }
+
+
+def _cloned_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {
+        key: t.detach().to("cpu").contiguous().clone() for key, t in module.state_dict().items()
+    }
+
+
+def _module_states(
+    model: nn.Module, names: Sequence[str], layers: Mapping[str, LowRankLinear]
+) -> dict[str, dict[str, torch.Tensor]]:
+    if isinstance(names, str):
+        raise ConfigError(f"modules_to_save must be a list of module names, got {names!r}")
+    local = _local_modules(model)
+    states = {}
+    for name in names:
+        if name not in local:
+            raise ConfigError(f"modules_to_save names {name!r}, which is no module of this model")
+        if any(t == name or t.startswith(name + ".") for t in layers):
+            raise ConfigError(f"modules_to_save {name!r} holds layers the adapter wraps")
+        states[name] = _cloned_state(local[name])
+    return states
+
+
+def _check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    meta = dict(metadata or {})
+    for key, value in meta.items():
+        try:
+            json.dumps({key: value}, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"metadata[{key!r}] is not JSON-serialisable ({type(value).__name__}: {exc}); "
+                "pass strings, numbers, booleans, lists and dicts"
+            ) from exc
+    return meta
+
+
+def _write_atomic(path: Path, blobs: Mapping[str, bytes], *, overwrite: bool) -> None:
+    """Write the files into a fresh directory beside ``path``, then rename it into place."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path} exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise ConfigError(
+            f"{path} already exists and is not empty; pass overwrite=True to replace it"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex[:8]
+    tmp, old = path.with_name(f".{path.name}.{tag}.tmp"), path.with_name(f".{path.name}.{tag}.old")
+    tmp.mkdir()
+    try:
+        for file, blob in blobs.items():
+            with open(tmp / file, "wb") as fh:
+                fh.write(blob)
+                fh.flush()
+                os.fsync(fh.fileno())
+        if path.exists():
+            path.rename(old)
+        tmp.rename(path)
+    except BaseException:
+        if old.exists() and not path.exists():
+            old.rename(path)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _canonical(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _json_bytes(data: Any) -> bytes:
+    return (json.dumps(data, indent=2, allow_nan=False) + "\n").encode()
+
+
+def _sha256(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()
