@@ -19,7 +19,7 @@ from mlra.errors import MlraError
 __all__ = ["build_parser", "main"]
 
 # Modules that contribute subcommands, in the order they appear in ``mlra --help``.
-COMMAND_MODULES = ("mlra.cli.data", "mlra.cli.demo")
+COMMAND_MODULES = ("mlra.cli.data", "mlra.cli.demo", "mlra.cli.audit")
 
 
 def build_parser() -> argparse.ArgumentParser:
