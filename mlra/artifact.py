@@ -15,7 +15,6 @@ artifact or the wrong base model fails loudly instead of computing quietly wrong
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -32,11 +31,12 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from mlra._hashing import canonical_json, sha256_hex
 from mlra.adapters import adapter_modules, adapter_names, adapter_spec, add_adapter, remove_adapter
 from mlra.adapters.fingerprint import ModuleDigest, combine, module_digests
 from mlra.adapters.layer import LowRankLinear
 from mlra.adapters.spec import AdapterSpec, Targets
-from mlra.adapters.targets import matches
+from mlra.adapters.targets import matches, outer_modules
 from mlra.errors import (
     AdapterExistsError,
     BaseModelMismatchError,
@@ -84,7 +84,7 @@ class Manifest:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data |= {"spec": self.spec.to_dict(), "targets": list(self.targets)}
         data |= {"modules_to_save": list(self.modules_to_save)}
-        return {**data, "manifest_sha256": _sha256(_canonical(data))}
+        return {**data, "manifest_sha256": sha256_hex(canonical_json(data))}
 
     @property
     def sha256(self) -> str:
@@ -141,7 +141,7 @@ def save_adapter(
         targets=tuple(layers),
         base_fingerprint=combine(digests),
         base_modules=digests,
-        files={file: _sha256(blob) for file, blob in blobs.items()},
+        files={file: sha256_hex(blob) for file, blob in blobs.items()},
         modules_to_save=tuple(heads),
         metadata=meta,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -224,7 +224,7 @@ def load_adapter(
 def _exact_targets(model: nn.Module, names: set[str]) -> Targets:
     """Targets that match exactly ``names`` (in model order): the names themselves, or an anchored
     regex where PEFT's rule (which also matches a ``.name`` suffix) would catch more modules."""
-    local = list(_local_modules(model))
+    local = list(outer_modules(model))
     ordered = tuple(n for n in local if n in names)
     if any(matches(n, ordered) for n in local if n not in names):
         return "|".join(re.escape(n) for n in ordered)
@@ -265,7 +265,7 @@ def _read_verified(path: Path) -> tuple[Manifest, dict[str, bytes]]:
     if not isinstance(data, dict):
         raise IntegrityError(f"{path / MANIFEST_FILE} does not hold a JSON object")
     body = {k: v for k, v in data.items() if k != "manifest_sha256"}
-    if data.get("manifest_sha256") != _sha256(_canonical(body)):
+    if data.get("manifest_sha256") != sha256_hex(canonical_json(body)):
         raise IntegrityError(
             f"{path / MANIFEST_FILE} was changed after it was written (its manifest_sha256 does "
             "not match its content); re-save the adapter from its source"
@@ -281,10 +281,10 @@ def _read_verified(path: Path) -> tuple[Manifest, dict[str, bytes]]:
         if Path(file).name != file or file.startswith("."):
             raise IntegrityError(f"{MANIFEST_FILE} lists a file outside the artifact: {file!r}")
         blobs[file] = _read_file(path, file)
-        if _sha256(blobs[file]) != digest:
+        if sha256_hex(blobs[file]) != digest:
             raise IntegrityError(
                 f"{file} in {path} does not match the sha256 recorded in {MANIFEST_FILE} "
-                f"({_sha256(blobs[file])[:12]}… here, {digest[:12]}… recorded): it was changed "
+                f"({sha256_hex(blobs[file])[:12]}… here, {digest[:12]}… recorded): it was changed "
                 "or corrupted after saving"
             )
     for file in (CONFIG_FILE, WEIGHTS_FILE):
@@ -372,23 +372,11 @@ def _head_of(key: str, heads: Sequence[str]) -> str | None:
     return None
 
 
-def _local_modules(model: nn.Module) -> dict[str, nn.Module]:
-    """Every module by name, except the insides of ``LowRankLinear`` (base layer, A, B)."""
-    found: dict[str, nn.Module] = {}
-    wrapped: list[str] = []
-    for name, module in model.named_modules():
-        if name and not any(name.startswith(w + ".") for w in wrapped):
-            found[name] = module
-            if isinstance(module, LowRankLinear):
-                wrapped.append(name)
-    return found
-
-
 def _reroot(model: nn.Module, saved: Sequence[str]) -> dict[str, str]:
     """Map the saved module names onto ``model``'s: the same names, or all of them under one
     common prefix added (the saved model is nested in this one, e.g. ``bert.``) or removed (this
     model is part of the saved one). Raises when no such mapping, or more than one, fits."""
-    local = _local_modules(model)
+    local = outer_modules(model)
     if all(s in local for s in saved):
         return {s: s for s in saved}
     first = saved[0]
@@ -511,7 +499,7 @@ def _module_states(
 ) -> dict[str, dict[str, torch.Tensor]]:
     if isinstance(names, str):
         raise ConfigError(f"modules_to_save must be a list of module names, got {names!r}")
-    local = _local_modules(model)
+    local = outer_modules(model)
     states = {}
     for name in names:
         if name not in local:
@@ -564,13 +552,5 @@ def _write_atomic(path: Path, blobs: Mapping[str, bytes], *, overwrite: bool) ->
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _canonical(data: Any) -> bytes:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
-
-
 def _json_bytes(data: Any) -> bytes:
     return (json.dumps(data, indent=2, allow_nan=False) + "\n").encode()
-
-
-def _sha256(blob: bytes) -> str:
-    return hashlib.sha256(blob).hexdigest()

@@ -23,7 +23,6 @@ anything that looks like a secret, which :func:`redact` replaces before it is wr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -34,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from mlra._hashing import canonical_json, sha256_hex
 from mlra.errors import ConfigError, MlraError
 
 __all__ = [
@@ -82,10 +82,6 @@ def redact(value: Any) -> Any:
     return value
 
 
-def _canonical(data: Mapping[str, Any]) -> bytes:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 @dataclass(frozen=True)
 class AuditRecord:
     seq: int
@@ -104,7 +100,7 @@ class AuditRecord:
         return data
 
     def expected_hash(self) -> str:
-        return hashlib.sha256(_canonical(self.body())).hexdigest()
+        return sha256_hex(canonical_json(self.body()))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, ensure_ascii=False)
@@ -140,10 +136,10 @@ class AuditRecord:
             "prev_hash": prev_hash,
         }
         try:  # JSON round trip: what is hashed is exactly what a reader gets back
-            body = json.loads(_canonical(body))
+            body = json.loads(canonical_json(body))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"audit subject/details must be JSON-serialisable: {exc}") from exc
-        return cls(**body, hash=hashlib.sha256(_canonical(body)).hexdigest())
+        return cls(**body, hash=sha256_hex(canonical_json(body)))
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from mlra.adapters.layer import LowRankLinear
 from mlra.adapters.spec import AdapterSpec, Targets
 from mlra.errors import ConfigError, TargetNotFoundError
 
-__all__ = ["matches", "resolve_targets"]
+__all__ = ["matches", "outer_modules", "resolve_targets"]
 
 
 def matches(name: str, targets: Targets) -> bool:
@@ -24,8 +24,9 @@ def matches(name: str, targets: Targets) -> bool:
     return any(name == t or name.endswith("." + t) for t in targets)
 
 
-def _candidates(model: nn.Module) -> dict[str, nn.Module]:
-    """Every named module except those inside a ``LowRankLinear`` (its base layer and adapters)."""
+def outer_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """Every named module except those inside a ``LowRankLinear`` (its base layer and adapters):
+    the model's own modules, with the names they had before any adapter was added."""
     found: dict[str, nn.Module] = {}
     wrapped: list[str] = []
     for name, module in model.named_modules():
@@ -44,7 +45,7 @@ def resolve_targets(model: nn.Module, spec: AdapterSpec) -> list[str]:
     Raises ``TargetNotFoundError`` (listing some names that do exist) when nothing matches, and
     ``ConfigError`` when a target names a module that is not an ``nn.Linear``.
     """
-    candidates = _candidates(model)
+    candidates = outer_modules(model)
     chosen: list[str] = []
     for name, module in candidates.items():
         if not matches(name, spec.targets) or (spec.exclude and matches(name, spec.exclude)):
