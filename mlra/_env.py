@@ -19,6 +19,7 @@ _DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "60",
     "TOKENIZERS_PARALLELISM": "false",
+    "GX_ANALYTICS_ENABLED": "false",
 }
 
 
@@ -31,3 +32,14 @@ def apply_runtime_defaults() -> None:
     for key, value in _DEFAULTS.items():
         os.environ.setdefault(key, value)
     os.environ.setdefault("MPLCONFIGDIR", str(project_dir() / "matplotlib"))
+
+
+def tracking_uri() -> str:
+    """Where MLflow runs and the model registry live: ``$MLFLOW_TRACKING_URI``, else a SQLite file
+    in the project (``sqlite:///<project>/mlruns.db``); artifacts then go to :func:`artifact_root`."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_dir() / 'mlruns.db'}"
+
+
+def artifact_root() -> Path:
+    """The folder for MLflow artifacts of experiments mlra creates: ``<project>/mlartifacts``."""
+    return project_dir() / "mlartifacts"
