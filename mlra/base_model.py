@@ -57,6 +57,9 @@ def load_base_model(
     folder = base_model_path()
     import torch
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a local load takes < 1 s: no "Loading weights" bar
 
     model = AutoModel.from_pretrained(folder, dtype=dtype or torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(folder)
