@@ -64,7 +64,13 @@ ACTIONS: Final = (
 )
 GENESIS: Final = "0" * 64
 
-_SECRET_KEY = re.compile(r"pass(word)?|secret|token|api[_-]?key|credential|auth", re.IGNORECASE)
+# Key names whose values are secrets: password, db_passwd, client_secret, api_key, auth_token,
+# Authorization, ... but not passed, bypass or author.
+_SECRET_KEY = re.compile(
+    r"(?<![a-z])pass(word|wd|phrase)?(?![a-z])|secret|token|api[_-]?key|credential"
+    r"|(?<![a-z])auth(orization)?(?![a-z])",
+    re.IGNORECASE,
+)
 _URI_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]+):[^@/\s]+@", re.I)
 REDACTED: Final = "***"
 

@@ -99,11 +99,17 @@ def test_values_are_stored_as_given_and_secrets_are_not(tmp_path: Path) -> None:
             "password": "hunter2",
             "tracking_uri": "postgresql://mlra:s3cret@db:5432/mlflow",
             "nested": {"api_key": "abc", "fine": 1},
+            "passed": True,
+            "author": "Ann",
+            "DB_PASSWD": "x",
+            "Authorization": "Bearer abc",
         },
     )
     (record,) = trail.records()
     assert record.actor == "Zoë O'Brien" and record.details["reason"] == reason
     assert record.details["password"] == "***" and record.details["nested"]["api_key"] == "***"
+    assert record.details["DB_PASSWD"] == "***" and record.details["Authorization"] == "***"
+    assert record.details["passed"] is True and record.details["author"] == "Ann"
     assert record.details["tracking_uri"] == "postgresql://mlra:***@db:5432/mlflow"
     assert "hunter2" not in (tmp_path / "audit.jsonl").read_text()
     assert "s3cret" not in (tmp_path / "audit.jsonl").read_text()
