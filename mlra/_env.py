@@ -35,8 +35,8 @@ def apply_runtime_defaults() -> None:
 
 
 def tracking_uri() -> str:
-    """Where MLflow runs and the model registry live: ``$MLFLOW_TRACKING_URI``, else a SQLite file
-    in the project (``sqlite:///<project>/mlruns.db``); artifacts then go to :func:`artifact_root`."""
+    """Where MLflow runs and the model registry live: ``$MLFLOW_TRACKING_URI``, else a SQLite
+    file in the project (``sqlite:///<project>/mlruns.db``), artifacts in :func:`artifact_root`."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_dir() / 'mlruns.db'}"
 
 

@@ -20,7 +20,7 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import yaml
 
@@ -29,10 +29,13 @@ from mlra.errors import ConfigError
 __all__ = [
     "DataParams",
     "DriftParams",
+    "EarlyStoppingParams",
+    "EvaluateParams",
     "FeedbackParams",
     "IngestParams",
     "Params",
     "SplitShares",
+    "TrainParams",
     "ValidationParams",
     "load_params",
     "params_from_dict",
@@ -195,6 +198,162 @@ class DriftParams:
 
 
 @dataclasses.dataclass(frozen=True)
+class RegistryParams:
+    """Names in the MLflow store (where the store is comes from ``$MLFLOW_TRACKING_URI``)."""
+
+    model_name: str
+    experiment: str
+
+    def __post_init__(self) -> None:
+        for name in ("model_name", "experiment"):
+            value = getattr(self, name)
+            _require(bool(value.strip()), f"registry.{name}", value, "a non-empty name")
+
+
+@dataclasses.dataclass(frozen=True)
+class PromotionParams:
+    """What a version must show before it may serve (``mlra.promotion``; docs/governance.md).
+
+    Gains and regressions are in macro-F1 (0.01 = one point), against the champion (the base
+    model when there is none). Slices with fewer than ``min_slice_support`` golden rows are
+    reported but not gated. ``approval``: ``manual`` (a person approves each champion) or
+    ``automatic`` (recorded as the approver ``policy:automatic``).
+    """
+
+    min_overall_gain: float
+    max_slice_regression: float
+    min_slice_support: int
+    approval: str
+
+    def __post_init__(self) -> None:
+        key = "promotion"
+        _require(-1.0 <= self.min_overall_gain <= 1.0, f"{key}.min_overall_gain",
+                 self.min_overall_gain, "in [-1, 1] (macro-F1)")  # fmt: skip
+        _require(0.0 <= self.max_slice_regression <= 1.0, f"{key}.max_slice_regression",
+                 self.max_slice_regression, "in [0, 1] (macro-F1)")  # fmt: skip
+        _require(self.min_slice_support >= 0, f"{key}.min_slice_support",
+                 self.min_slice_support, ">= 0")  # fmt: skip
+        _require(self.approval in ("manual", "automatic"), f"{key}.approval", self.approval,
+                 "manual or automatic")  # fmt: skip
+
+
+PRECISIONS: Final = ("32-true", "bf16-mixed", "16-mixed")
+SCHEDULES: Final = ("linear", "cosine", "constant")
+MONITORS: Final = {"val_macro_f1": "max", "val_accuracy": "max", "val_loss": "min"}
+
+
+@dataclasses.dataclass(frozen=True)
+class EarlyStoppingParams:
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` validations."""
+
+    monitor: str
+    patience: int
+    min_delta: float
+
+    def __post_init__(self) -> None:
+        _require(self.monitor in MONITORS, "train.early_stopping.monitor", self.monitor,
+                 f"one of {', '.join(MONITORS)}")  # fmt: skip
+        _require(self.patience >= 1, "train.early_stopping.patience", self.patience, ">= 1")
+        _require(self.min_delta >= 0, "train.early_stopping.min_delta", self.min_delta, ">= 0")
+
+    @property
+    def mode(self) -> str:
+        return MONITORS[self.monitor]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainParams:
+    """``mlra train``: the adapter, the data it sees, the optimiser and the Trainer."""
+
+    out_dir: str
+    checkpoint_dir: str
+    adapter_name: str
+    seed: int
+    deterministic: bool
+    rank: int
+    alpha: float
+    targets: tuple[str, ...]
+    dropout: float
+    pooling: str
+    max_length: int
+    rows_per_domain: int
+    val_rows_per_domain: int
+    source_rows: int
+    batch_size: int
+    accumulate_grad_batches: int
+    max_epochs: int
+    max_steps: int
+    lr: float
+    head_lr: float
+    weight_decay: float
+    schedule: str
+    warmup_share: float
+    val_every_steps: int
+    checkpoint_every_steps: int
+    log_every_steps: int
+    early_stopping: EarlyStoppingParams
+    accelerator: str
+    devices: int
+    strategy: str
+    precision: str
+    experiment: str
+
+    def __post_init__(self) -> None:
+        for name in ("out_dir", "checkpoint_dir", "adapter_name", "experiment"):
+            _require(bool(getattr(self, name).strip()), f"train.{name}", getattr(self, name), "set")
+        _require("." not in self.adapter_name, "train.adapter_name", self.adapter_name,
+                 "a name without '.'")  # fmt: skip
+        for name in ("rank", "max_length", "batch_size", "accumulate_grad_batches", "max_epochs",
+                     "checkpoint_every_steps", "log_every_steps", "devices"):  # fmt: skip
+            _require(getattr(self, name) >= 1, f"train.{name}", getattr(self, name), ">= 1")
+        for name in ("rows_per_domain", "val_rows_per_domain", "source_rows", "val_every_steps"):
+            _require(
+                getattr(self, name) >= 0, f"train.{name}", getattr(self, name), ">= 0 (0: all)"
+            )
+        _require(self.max_steps == -1 or self.max_steps >= 1, "train.max_steps", self.max_steps,
+                 ">= 1, or -1 (max_epochs decides)")  # fmt: skip
+        _require(self.alpha > 0, "train.alpha", self.alpha, "> 0")
+        _require(len(self.targets) > 0, "train.targets", list(self.targets), "a non-empty list")
+        _require(0 <= self.dropout < 1, "train.dropout", self.dropout, "in [0, 1)")
+        _require(self.pooling in ("mean", "cls"), "train.pooling", self.pooling, "mean or cls")
+        for name in ("lr", "head_lr"):
+            _require(getattr(self, name) > 0, f"train.{name}", getattr(self, name), "> 0")
+        _require(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, ">= 0")
+        _require(self.schedule in SCHEDULES, "train.schedule", self.schedule,
+                 f"one of {', '.join(SCHEDULES)}")  # fmt: skip
+        _require(0 <= self.warmup_share < 1, "train.warmup_share", self.warmup_share, "in [0, 1)")
+        _require(self.precision in PRECISIONS, "train.precision", self.precision,
+                 f"one of {', '.join(PRECISIONS)}")  # fmt: skip
+        _require(self.accelerator in ("auto", "cpu", "cuda", "gpu"), "train.accelerator",
+                 self.accelerator, "auto, cpu, cuda or gpu")  # fmt: skip
+        _require(self.strategy in ("auto", "ddp", "ddp_spawn"), "train.strategy", self.strategy,
+                 "auto, ddp or ddp_spawn")  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateParams:
+    """``mlra evaluate``: golden-set slices, outputs, and the champion to compare with."""
+
+    metrics_file: str
+    report_file: str
+    plots_dir: str
+    champion_dir: str
+    max_rows_per_slice: int
+    batch_size: int
+    noisy_class_rows: int
+
+    def __post_init__(self) -> None:
+        for name in ("metrics_file", "report_file", "plots_dir"):
+            _require(bool(getattr(self, name).strip()), f"evaluate.{name}", getattr(self, name),
+                     "set")  # fmt: skip
+        _require(self.max_rows_per_slice >= 0, "evaluate.max_rows_per_slice",
+                 self.max_rows_per_slice, ">= 0 (0: all)")  # fmt: skip
+        _require(self.batch_size >= 1, "evaluate.batch_size", self.batch_size, ">= 1")
+        _require(self.noisy_class_rows >= 0, "evaluate.noisy_class_rows", self.noisy_class_rows,
+                 ">= 0")  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
 class Params:
     """The whole of ``params.yaml``: one field per top-level section."""
 
@@ -203,6 +362,10 @@ class Params:
     ingest: IngestParams
     validation: ValidationParams
     drift: DriftParams
+    train: TrainParams
+    evaluate: EvaluateParams
+    registry: RegistryParams
+    promotion: PromotionParams
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists, ISO dates), as it would read back from ``params.yaml``."""

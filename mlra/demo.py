@@ -14,7 +14,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 import mlra
-from mlra.classifier import SentenceClassifier, batches, predict
+from mlra.classifier import SentenceClassifier, batches, embed_texts, fit_head, predict
 from mlra.errors import ConfigError, IntegrityError
 from mlra.evaluation import Scores, scores
 
@@ -104,33 +104,6 @@ def _split(config: DemoConfig) -> tuple[list[str], list[int], list[str], list[in
     )
 
 
-def _fit_head(head: nn.Linear, features: torch.Tensor, labels: torch.Tensor) -> None:
-    """Logistic regression on frozen features (full batch; converges in seconds)."""
-    optimiser = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=200, history_size=20)
-
-    def closure() -> torch.Tensor:
-        optimiser.zero_grad()
-        loss = (
-            nn.functional.cross_entropy(head(features), labels) + 1e-4 * head.weight.square().sum()
-        )
-        loss.backward()
-        return loss
-
-    optimiser.step(closure)
-
-
-@torch.no_grad()
-def _embed(model: SentenceClassifier, tokenizer: Any, texts: Sequence[str], cfg: DemoConfig,
-           progress: Progress | None) -> torch.Tensor:  # fmt: skip
-    model.eval()
-    out, total = [], len(texts)
-    for b in batches(tokenizer, texts, 64, cfg.max_length):
-        out.append(model.embed(**b))
-        if progress:
-            progress("embedding", min(len(out) * 64, total), total)
-    return torch.cat(out)
-
-
 def run_demo(config: DemoConfig, out_dir: Path, progress: Progress | None = None) -> DemoResult:
     from mlra.base_model import base_model_path, load_base_model
     from mlra.data import LABELS
@@ -144,8 +117,8 @@ def run_demo(config: DemoConfig, out_dir: Path, progress: Progress | None = None
     y_train, y_test = torch.tensor(train_y), torch.tensor(test_y)
 
     # -- the base: frozen encoder, head fitted on its embeddings --------------------------------
-    features = _embed(model, tokenizer, train_x, config, progress)
-    _fit_head(model.head, features, y_train)
+    features = embed_texts(model, tokenizer, train_x, max_length=config.max_length)
+    fit_head(model.head, features, y_train)
     base = scores(y_test, predict(model, tokenizer, test_x, max_length=config.max_length), LABELS)
     seconds["base"] = time.perf_counter() - clock
 

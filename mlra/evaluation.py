@@ -1,17 +1,52 @@
-"""Classification metrics: accuracy, per-class F1 and macro-F1.
+"""Evaluation: metrics per golden-set slice for the base, the candidate and the champion; plots.
 
 Accuracy misleads on the skewed target domains (a majority-class guess scores 0.85 on Claritin), so
-every report carries macro-F1 beside it.
+every report carries macro-F1 beside it, and per-class F1.
+
+:func:`evaluate` runs three models in one pass over the golden rows:
+
+- **base** — the frozen MiniLM with the adapter disabled and the *base head* (fitted on the source
+  domain; saved beside the candidate by ``mlra train``): the model without adaptation;
+- **candidate** — the adapter just trained, with its own head;
+- **champion** — the adapter now serving (a folder holding ``adapter/``), when there is one.
+
+Slices: each domain (the source domain shows forgetting), ``targets`` (all target-domain rows
+pooled; also written as ``overall``, what adaptation is for), ``targets_without_nfl`` (NFL looks
+labelled for stance, not sentiment), and ``all`` (every evaluated row). A slice whose rarest class
+has fewer than ``noisy_class_rows`` rows is marked noisy: its macro-F1 moves with a few rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
 
 import torch
 
-__all__ = ["Scores", "scores"]
+from mlra.errors import ConfigError, IntegrityError
+
+if TYPE_CHECKING:
+    from mlra.classifier import SentenceClassifier
+    from mlra.config import DataParams, EvaluateParams
+
+__all__ = [
+    "MODELS",
+    "EvaluationResult",
+    "Scores",
+    "SliceResult",
+    "comparison_table",
+    "confusion",
+    "evaluate",
+    "scores",
+    "write_outputs",
+]
+
+MODELS: Final = ("base", "candidate", "champion")
 
 
 @dataclass(frozen=True)
@@ -30,26 +65,355 @@ class Scores:
         }
 
 
+def confusion(y_true: torch.Tensor, y_pred: torch.Tensor, n: int) -> torch.Tensor:
+    """``[n, n]`` counts: row = true class, column = predicted class."""
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true {tuple(y_true.shape)} and y_pred {tuple(y_pred.shape)} differ")
+    return torch.bincount(y_true * n + y_pred, minlength=n * n).reshape(n, n)
+
+
 def scores(y_true: torch.Tensor, y_pred: torch.Tensor, labels: Sequence[str]) -> Scores:
     """Accuracy, per-class F1 and their unweighted mean (macro-F1) over class indices.
 
     A class absent from both truth and prediction has no defined F1 and is left out of the mean;
     one predicted but absent from the truth (or the reverse) scores 0.
     """
-    if y_true.shape != y_pred.shape:
-        raise ValueError(f"y_true {tuple(y_true.shape)} and y_pred {tuple(y_pred.shape)} differ")
     n = len(labels)
-    confusion = torch.bincount(y_true * n + y_pred, minlength=n * n).reshape(n, n).double()
-    tp = confusion.diag()
-    true, pred = confusion.sum(1), confusion.sum(0)
+    matrix = confusion(y_true, y_pred, n).double()
+    tp = matrix.diag()
+    true, pred = matrix.sum(1), matrix.sum(0)
     f1: dict[str, float] = {}
     for k, label in enumerate(labels):
         if true[k] + pred[k] > 0:
             f1[label] = float(2 * tp[k] / (true[k] + pred[k]))
-    total = int(confusion.sum())
+    total = int(matrix.sum())
     return Scores(
         accuracy=float(tp.sum() / total) if total else 0.0,
         macro_f1=sum(f1.values()) / len(f1) if f1 else 0.0,
         f1=f1,
         support=total,
     )
+
+
+@dataclass(frozen=True)
+class SliceResult:
+    """One slice: scores and confusion matrix per model, and how many rows each class has."""
+
+    name: str
+    scores: dict[str, Scores]  # model -> scores
+    confusion: dict[str, list[list[int]]]  # model -> [true][pred]
+    class_rows: dict[str, int]
+    noisy: bool
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """Every slice, in report order, and what was evaluated."""
+
+    labels: tuple[str, ...]
+    slices: dict[str, SliceResult]
+    models: tuple[str, ...]  # which of MODELS ran (no champion: base and candidate)
+    overall: str  # the slice that is also written as "overall"
+    info: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The metrics JSON (``metrics/eval.json``), read by DVC, the registry and the gates:
+        ``{"labels", "slices": {name: {base, candidate, champion}}, "overall": {...}, ...}``,
+        each score ``{accuracy, macro_f1, f1, support}`` (champion None when there is none)."""
+
+        def row(sl: SliceResult) -> dict[str, Any]:
+            out: dict[str, Any] = {m: sl.scores[m].to_dict() if m in sl.scores else None
+                                   for m in MODELS}  # fmt: skip
+            cand, base = sl.scores["candidate"], sl.scores["base"]
+            out["delta_macro_f1_vs_base"] = cand.macro_f1 - base.macro_f1
+            if "champion" in sl.scores:
+                out["delta_macro_f1_vs_champion"] = cand.macro_f1 - sl.scores["champion"].macro_f1
+            out["noisy"] = sl.noisy
+            out["class_rows"] = dict(sl.class_rows)
+            return out
+
+        return {
+            "labels": list(self.labels),
+            "models": list(self.models),
+            "slices": {name: row(sl) for name, sl in self.slices.items()},
+            "overall": row(self.slices[self.overall]),
+            "overall_slice": self.overall,
+            "info": self.info,
+        }
+
+
+# -- running the models ---------------------------------------------------------------------------
+
+
+def _load_base_head(
+    candidate_dir: Path, expected_sha256: str, hidden: int, n: int
+) -> torch.nn.Linear:
+    import safetensors.torch
+
+    from mlra._hashing import sha256_hex
+    from mlra.training import BASE_HEAD_FILE
+
+    path = candidate_dir / BASE_HEAD_FILE
+    try:
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise IntegrityError(f"the base head {path} cannot be read: {exc}") from exc
+    if sha256_hex(blob) != expected_sha256:
+        raise IntegrityError(f"{path} does not match the sha256 the adapter's manifest records")
+    head = torch.nn.Linear(hidden, n)
+    head.load_state_dict(safetensors.torch.load(blob))
+    return head
+
+
+def _cap(frame: Any, cap: int) -> Any:
+    frame = frame.sort_values("id", kind="stable")
+    if cap > 0:
+        frame = frame.groupby("domain", sort=True, group_keys=False).head(cap)
+    return frame.reset_index(drop=True)
+
+
+def _predict_all(
+    model: SentenceClassifier,
+    tokenizer: Any,
+    texts: Sequence[str],
+    heads: Mapping[str, tuple[str | None, torch.nn.Linear]],
+    *,
+    batch_size: int,
+    max_length: int,
+) -> dict[str, torch.Tensor]:
+    """Predictions per model; each is (adapter name or None for the base, head)."""
+    import mlra
+    from mlra.classifier import embed_texts
+
+    out: dict[str, torch.Tensor] = {}
+    for model_name, (adapter, head) in heads.items():
+        if adapter is None:
+            with mlra.disabled(model):
+                features = embed_texts(model, tokenizer, texts, batch_size=batch_size,
+                                       max_length=max_length)  # fmt: skip
+        else:
+            mlra.set_active(model, adapter)
+            features = embed_texts(model, tokenizer, texts, batch_size=batch_size,
+                                   max_length=max_length)  # fmt: skip
+        with torch.no_grad():
+            out[model_name] = head(features).argmax(-1)
+    return out
+
+
+def evaluate(
+    data: DataParams,
+    ep: EvaluateParams,
+    candidate_dir: str | Path,
+    *,
+    champion_dir: str | Path | None = None,
+    prepared_dir: str | Path | None = None,
+    model: SentenceClassifier | None = None,
+    tokenizer: Any = None,
+    max_length: int | None = None,
+) -> EvaluationResult:
+    """Score base, candidate and (when ``champion_dir`` holds one) champion on the golden sets.
+
+    ``candidate_dir`` is what ``mlra train`` wrote: ``adapter/`` (verified strictly: hashes and
+    base fingerprint) and the base head (verified against the sha256 in the adapter's manifest).
+    ``model``/``tokenizer`` default to the packaged MiniLM (tests pass a tiny one).
+    """
+    import copy
+
+    import mlra
+    from mlra.classifier import SentenceClassifier
+    from mlra.data.splits import load_split
+    from mlra.training import ADAPTER_DIR
+
+    candidate = Path(candidate_dir)
+    manifest = mlra.inspect_adapter(candidate / ADAPTER_DIR)
+    meta = manifest.metadata
+    labels = tuple(meta.get("labels") or ())
+    if not labels or "base_head" not in meta:
+        raise ConfigError(
+            f"{candidate / ADAPTER_DIR} lacks the labels or base head that `mlra train` records; "
+            "evaluate a folder written by `mlra train`"
+        )
+    length = int(max_length or meta.get("params", {}).get("train", {}).get("max_length", 64))
+    if model is None:
+        from mlra.base_model import load_base_model
+
+        encoder, tokenizer = load_base_model()
+        model = SentenceClassifier(encoder, len(labels), pooling=str(meta.get("pooling", "mean")))
+    hidden = int(model.head.in_features)
+    heads: dict[str, tuple[str | None, torch.nn.Linear]] = {
+        "base": (None, _load_base_head(candidate, meta["base_head"]["sha256"], hidden, len(labels)))
+    }
+    mlra.load_adapter(model, candidate / ADAPTER_DIR, name="candidate")
+    heads["candidate"] = ("candidate", copy.deepcopy(model.head))
+    champion = Path(champion_dir) if champion_dir else None
+    if champion is not None and (champion / ADAPTER_DIR).is_dir():
+        mlra.load_adapter(model, champion / ADAPTER_DIR, name="champion")
+        heads["champion"] = ("champion", copy.deepcopy(model.head))
+    else:
+        champion = None
+
+    golden = load_split(prepared_dir or data.prepared_dir, "golden")
+    domains = [data.source_domain, *data.target_domains]
+    golden = _cap(golden[golden["domain"].isin(domains)], ep.max_rows_per_slice)
+    index = {label: k for k, label in enumerate(labels)}
+    truth = torch.tensor([index[x] for x in golden["label"]])
+    predicted = _predict_all(model, tokenizer, list(golden["text"]), heads,
+                             batch_size=ep.batch_size, max_length=length)  # fmt: skip
+
+    domain = list(golden["domain"])
+    masks: dict[str, list[bool]] = {d: [x == d for x in domain] for d in domains}
+    masks["targets"] = [x in data.target_domains for x in domain]
+    if "nfl" in data.target_domains:
+        masks["targets_without_nfl"] = [x in data.target_domains and x != "nfl" for x in domain]
+    masks["all"] = [True] * len(domain)
+    slices: dict[str, SliceResult] = {}
+    for name, mask in masks.items():
+        keep = torch.tensor(mask, dtype=torch.bool)
+        if not bool(keep.any()):
+            continue
+        y = truth[keep]
+        rows = {label: int((y == k).sum()) for k, label in enumerate(labels)}
+        slices[name] = SliceResult(
+            name=name,
+            scores={m: scores(y, p[keep], labels) for m, p in predicted.items()},
+            confusion={
+                m: confusion(y, p[keep], len(labels)).tolist() for m, p in predicted.items()
+            },
+            class_rows=rows,
+            noisy=min(rows.values()) < ep.noisy_class_rows,
+        )
+    info = {
+        "candidate": str(candidate / ADAPTER_DIR),
+        "candidate_sha256": manifest.sha256,
+        "champion": str(champion / ADAPTER_DIR) if champion else None,
+        "golden_rows": len(golden),
+        "max_rows_per_slice": ep.max_rows_per_slice,
+        "source_domain": data.source_domain,
+        "noisy_class_rows": ep.noisy_class_rows,
+    }
+    return EvaluationResult(labels, slices, tuple(heads), "targets", info)
+
+
+# -- reporting ------------------------------------------------------------------------------------
+
+
+def comparison_table(result: EvaluationResult) -> str:
+    """The comparison as a Markdown table: rows per slice, accuracy and macro-F1 per model."""
+    models = result.models
+    head = ["slice", "rows"] + [f"{m} acc" for m in models] + [f"{m} F1" for m in models]
+    head += ["Δ F1 vs base"] + (["Δ F1 vs champion"] if "champion" in models else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for sl in result.slices.values():
+        s = sl.scores
+        cells = [sl.name + (" †" if sl.noisy else ""), str(s["candidate"].support)]
+        cells += [f"{s[m].accuracy:.3f}" for m in models] + [f"{s[m].macro_f1:.3f}" for m in models]
+        cells.append(f"{s['candidate'].macro_f1 - s['base'].macro_f1:+.3f}")
+        if "champion" in models:
+            cells.append(f"{s['candidate'].macro_f1 - s['champion'].macro_f1:+.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    noisy = result.info.get("noisy_class_rows")
+    lines += [
+        "",
+        f"† fewer than {noisy} golden rows in some class: macro-F1 moves with a few rows here.",
+        f"`{result.info['source_domain']}` is the source domain: its change is what adaptation "
+        "costs there. `targets` (also `overall`) pools every target-domain row; NFL looks labelled "
+        "for stance, hence `targets_without_nfl`.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _plot_confusions(result: EvaluationResult, folder: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for sl in result.slices.values():
+        models = [m for m in result.models if m in sl.confusion]
+        fig, axes = plt.subplots(1, len(models), figsize=(3.6 * len(models), 3.6), squeeze=False)
+        for ax, m in zip(axes[0], models, strict=True):
+            matrix = sl.confusion[m]
+            ax.imshow(matrix, cmap="Blues")
+            top = max(max(r) for r in matrix) or 1
+            for i, r in enumerate(matrix):
+                for j, v in enumerate(r):
+                    ax.text(j, i, str(v), ha="center", va="center",
+                            color="white" if v > top / 2 else "black", fontsize=9)  # fmt: skip
+            ticks = range(len(result.labels))
+            ax.set_xticks(ticks, [x[:3] for x in result.labels])
+            ax.set_yticks(ticks, [x[:3] for x in result.labels])
+            ax.set_xlabel("predicted")
+            if ax is axes[0][0]:
+                ax.set_ylabel("true")
+            ax.set_title(f"{m}: macro-F1 {sl.scores[m].macro_f1:.2f}", fontsize=10)
+        note = " — few rows in a class: noisy" if sl.noisy else ""
+        fig.suptitle(f"{sl.name} ({sl.scores['candidate'].support} golden rows){note}", fontsize=11)
+        fig.tight_layout()
+        path = folder / f"confusion_{sl.name}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _plot_bars(result: EvaluationResult, folder: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(result.slices)
+    models = list(result.models)
+    colours = {"base": "#9e9e9e", "candidate": "#1f77b4", "champion": "#ff7f0e"}
+    width = 0.8 / len(models)
+    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 4.2))
+    for k, m in enumerate(models):
+        values = [result.slices[n].scores[m].macro_f1 for n in names]
+        xs = [i + (k - (len(models) - 1) / 2) * width for i in range(len(names))]
+        bars = ax.bar(xs, values, width, label=m, color=colours[m])
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.set_xticks(range(len(names)),
+                  [n + (" †" if result.slices[n].noisy else "") for n in names],
+                  rotation=25, ha="right")  # fmt: skip
+    ax.set_ylabel("golden macro-F1")
+    ax.set_ylim(0, 1)
+    ax.set_title("Golden-set macro-F1 per slice († few rows in a class: noisy)", fontsize=10)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    path = folder / "macro_f1_by_slice.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def write_outputs(
+    result: EvaluationResult,
+    metrics_file: str | Path,
+    report_file: str | Path,
+    plots_dir: str | Path,
+) -> list[Path]:
+    """Write the metrics JSON, the Markdown table and the PNG plots; return the plot paths."""
+    metrics, report, plots = Path(metrics_file), Path(report_file), Path(plots_dir)
+    for folder in (metrics.parent, report.parent, plots):
+        folder.mkdir(parents=True, exist_ok=True)
+    for old in plots.glob("*.png"):  # a slice that disappeared must not leave its old plot
+        old.unlink()
+    data = result.to_dict()
+    _check_finite(data)
+    tmp = metrics.with_suffix(metrics.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, metrics)
+    report.write_text(comparison_table(result), encoding="utf-8")
+    return [*_plot_confusions(result, plots), _plot_bars(result, plots)]
+
+
+def _check_finite(value: object) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"a metric is not finite: {value}")
+    if isinstance(value, Mapping):
+        for v in value.values():
+            _check_finite(v)
+    elif isinstance(value, list):
+        for v in value:
+            _check_finite(v)
