@@ -19,7 +19,13 @@ from mlra.errors import MlraError
 __all__ = ["build_parser", "main"]
 
 # Modules that contribute subcommands, in the order they appear in ``mlra --help``.
-COMMAND_MODULES = ("mlra.cli.data", "mlra.cli.demo", "mlra.cli.audit")
+COMMAND_MODULES = (
+    "mlra.cli.data",
+    "mlra.cli.train",
+    "mlra.cli.demo",
+    "mlra.cli.audit",
+    "mlra.cli.registry",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

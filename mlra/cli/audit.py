@@ -22,6 +22,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         parents=[location],
         help="check every record's hash and link; exit 1 naming the first bad record",
     )
+    verify.add_argument(
+        "--no-registry",
+        action="store_true",
+        help="do not check the record hashes the model registry holds (which catch a cut-off end)",
+    )
     verify.set_defaults(func=_verify)
 
     show = commands.add_parser("show", parents=[location], help="print records, oldest first")
@@ -38,8 +43,13 @@ def _trail(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 def _verify(args: argparse.Namespace) -> int:
     trail = _trail(args)
-    result = trail.verify()
-    print(f"{trail.location}: {result}")
+    anchors: dict[str, int] = {}
+    if not args.no_registry:
+        from mlra.registry import audit_anchors
+
+        anchors = audit_anchors(trail)
+    result = trail.verify(anchors)
+    print(f"{trail.location}: {result} ({len(anchors)} registry anchors checked)")
     if args.json:
         print(
             json.dumps(
@@ -50,6 +60,7 @@ def _verify(args: argparse.Namespace) -> int:
                     "head": result.head,
                     "first_bad": result.first_bad,
                     "reason": result.reason,
+                    "anchors": len(anchors),
                 }
             )
         )

@@ -1,0 +1,294 @@
+"""Registry and promotion commands: ``mlra register``, ``gate``, ``approve``, ``reject``,
+``promote``, ``rollback``, ``predict`` and ``status``.
+
+mlflow, torch and transformers are imported inside the handlers (``mlra --help`` stays fast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+from mlra.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mlra.promotion import PromotionParams
+    from mlra.registry import Registry
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--params", default="params.yaml", help="parameter file (default: params.yaml)"
+    )
+    common.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow store (default: $MLFLOW_TRACKING_URI, else .mlra/mlruns.db)",
+    )
+    common.add_argument("--json", action="store_true", help="end with one JSON line")
+    actor = argparse.ArgumentParser(add_help=False)
+    actor.add_argument("--by", default=None, help="who acts, as recorded (default: your user name)")
+
+    p = sub.add_parser(
+        "register",
+        parents=[common, actor],
+        help="log a trained adapter as an MLflow run and register it as a model version",
+    )
+    p.add_argument("adapter", help="the adapter directory (mlra.save_adapter)")
+    p.add_argument("--metrics", required=True, help="evaluation metrics JSON (docs/governance.md)")
+    p.add_argument("--validation", required=True, help="validation report.json")
+    p.add_argument("--plot", action="append", default=[], help="an evaluation plot (repeatable)")
+    p.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        metavar="[NAME=]PATH",
+        help="a dataset used, hashed from dvc.lock (repeatable)",
+    )
+    p.add_argument("--gate", action="store_true", help="run the gates right after registering")
+    p.set_defaults(func=_register)
+
+    p = sub.add_parser(
+        "gate",
+        parents=[common, actor],
+        help="check a version's promotion gates; a passing version becomes challenger",
+    )
+    p.add_argument("version")
+    p.set_defaults(func=_gate)
+
+    for name, what in (("approve", "approve"), ("reject", "reject")):
+        p = sub.add_parser(
+            name, parents=[common], help=f"{what} a version for promotion to champion (recorded)"
+        )
+        p.add_argument("version")
+        p.add_argument("--by", required=True, help="your name, as it will be recorded")
+        p.add_argument("--reason", required=True, help="why, as it will be recorded")
+        p.set_defaults(func=_approve if name == "approve" else _reject)
+
+    p = sub.add_parser(
+        "promote",
+        parents=[common, actor],
+        help="make a version champion (gates again; an approval unless the policy is automatic)",
+    )
+    p.add_argument("version")
+    p.set_defaults(func=_promote)
+
+    p = sub.add_parser(
+        "rollback", parents=[common, actor], help="move champion back to the previous champion"
+    )
+    p.add_argument("--reason", default="", help="why, as it will be recorded")
+    p.set_defaults(func=_rollback)
+
+    p = sub.add_parser(
+        "predict",
+        parents=[common],
+        help="predict with a registered version (verified before use), one line per text",
+    )
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--alias", default=None, help="champion (default) or challenger")
+    which.add_argument("--version", dest="model_version", default=None, help="a version number")
+    p.add_argument("texts", nargs="+", metavar="TEXT")
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser(
+        "status", parents=[common], help="where the registry and audit trail live and stand"
+    )
+    p.set_defaults(func=_status)
+
+
+def _registry(args: argparse.Namespace) -> Registry:
+    from mlra.registry import Registry, registry_params
+
+    settings = registry_params(args.params)
+    return Registry(
+        args.tracking_uri, model=settings["model_name"], experiment=settings["experiment"]
+    )
+
+
+def _policy(args: argparse.Namespace) -> PromotionParams:
+    from mlra.promotion import load_policy
+
+    return load_policy(args.params)
+
+
+def _actor(args: argparse.Namespace) -> str:
+    if args.by is not None:
+        return str(args.by)
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        raise ConfigError("cannot tell who you are: pass --by NAME") from None
+
+
+def _emit(args: argparse.Namespace, data: dict[str, Any]) -> None:
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False, sort_keys=True, default=str))
+
+
+def _register(args: argparse.Namespace) -> int:
+    from mlra.promotion import run_gates
+    from mlra.registry import dataset_ref, load_params_dict
+
+    registry = _registry(args)
+    datasets = []
+    for item in args.dataset:
+        name, _, path = item.rpartition("=")
+        datasets.append(dataset_ref(path, name or None))
+    mv = registry.register(
+        args.adapter,
+        metrics=args.metrics,
+        validation=args.validation,
+        params=load_params_dict(args.params),
+        datasets=datasets,
+        plots=args.plot,
+        actor=_actor(args),
+    )
+    version = str(mv.version)
+    print(f"registered {registry.model} v{version} (run {mv.run_id}) in {registry.location}")
+    data: dict[str, Any] = {"model": registry.model, "version": version, "run_id": mv.run_id}
+    if args.gate:
+        decision = run_gates(registry, version, _policy(args), _actor(args))
+        print(decision)
+        data["gate"] = decision.to_dict()["outcome"]
+    _emit(args, data)
+    return 0
+
+
+def _gate(args: argparse.Namespace) -> int:
+    from mlra.promotion import run_gates
+
+    registry = _registry(args)
+    decision = run_gates(registry, args.version, _policy(args), _actor(args))
+    for g in decision.gates:
+        print(f"  {'pass' if g.passed else 'FAIL'}  {g.name:<17} {g.detail}")
+    print(decision)
+    if decision.passed:
+        print(f"v{decision.version} is now challenger")
+    _emit(args, {"version": decision.version, **decision.to_dict()})
+    return 0 if decision.passed else 1
+
+
+def _approve(args: argparse.Namespace) -> int:
+    from mlra.promotion import approve
+
+    registry = _registry(args)
+    record = approve(registry, args.version, args.by, args.reason)
+    print(f"approved v{args.version} by {args.by!r} (audit record {record.seq})")
+    _emit(args, {"version": str(args.version), "seq": record.seq, "hash": record.hash})
+    return 0
+
+
+def _reject(args: argparse.Namespace) -> int:
+    from mlra.promotion import reject
+
+    registry = _registry(args)
+    record = reject(registry, args.version, args.by, args.reason)
+    print(f"rejected v{args.version} by {args.by!r} (audit record {record.seq})")
+    _emit(args, {"version": str(args.version), "seq": record.seq, "hash": record.hash})
+    return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from mlra.promotion import promote
+
+    registry = _registry(args)
+    move = promote(registry, args.version, _policy(args), _actor(args))
+    previous = f"v{move.previous}" if move.previous else "none"
+    print(
+        f"v{move.version} is champion of {registry.model} (was {previous}; approved by "
+        f"{move.approver!r}; audit record {move.record.seq})"
+    )
+    _emit(args, {"champion": move.version, "previous": move.previous, "seq": move.record.seq})
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from mlra.promotion import rollback
+
+    registry = _registry(args)
+    move = rollback(registry, _actor(args), args.reason)
+    print(
+        f"rolled back {registry.model}: champion is v{move.version} again (was v{move.previous};"
+        f" audit record {move.record.seq})"
+    )
+    _emit(args, {"champion": move.version, "previous": move.previous, "seq": move.record.seq})
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from mlra.classifier import predict
+    from mlra.data import LABELS
+
+    registry = _registry(args)
+    version = registry.resolve(args.alias, args.model_version)
+    with tempfile.TemporaryDirectory(prefix="mlra-predict-") as tmp:
+        model, tokenizer, fetched = registry.load_model(version, tmp)
+    audit = "audit record checked" if fetched.audit_checked else "audit trail not checked here"
+    print(
+        f"{registry.model} v{version}"
+        + (f" ({args.alias or 'champion'})" if args.model_version is None else "")
+        + f": sha256 {fetched.manifest.sha256[:12]}… and base fingerprint "
+        f"{fetched.manifest.base_fingerprint[:12]}… verified; {audit}",
+        file=sys.stderr,
+    )
+    labels = [LABELS[i] for i in predict(model, tokenizer, args.texts).tolist()]
+    for text, label in zip(args.texts, labels, strict=True):
+        print(f"{label}\t{text}")
+    _emit(
+        args,
+        {
+            "model": registry.model,
+            "version": version,
+            "predictions": [
+                {"text": t, "label": x} for t, x in zip(args.texts, labels, strict=True)
+            ],
+        },
+    )
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from mlra.promotion import status
+
+    info = status(_registry(args))
+    audit = info["audit"]
+    last = info["last_run"]
+    rows = [
+        (
+            "tracking URI",
+            info["tracking_uri"] + ("" if info["registry_exists"] else " (not created yet)"),
+        ),
+        ("experiment", info["experiment"]),
+        ("registered model", f"{info['model']} ({info['versions']} versions)"),
+        ("champion", _v(info["champion"])),
+        ("challenger", _v(info["challenger"])),
+        ("awaiting approval", ", ".join(f"v{v}" for v in info["awaiting_approval"]) or "none"),
+        ("last run", f"{last['run_id']} {last['status']} {last['started']}" if last else "none"),
+        (
+            "audit trail",
+            f"{audit['path']}: "
+            + (
+                f"intact, {audit['records']} records, {audit['anchors']} registry anchors"
+                if audit["intact"]
+                else f"BROKEN: {audit['reason']}"
+            ),
+        ),
+        (
+            "registry lock",
+            info["lock"]["path"] + ("" if info["lock"]["shared"] else " (this machine only)"),
+        ),
+    ]
+    for key, value in rows:
+        print(f"{key + ':':<19} {value}")
+    _emit(args, info)
+    return 0 if audit["intact"] else 1
+
+
+def _v(version: str | None) -> str:
+    return f"v{version}" if version else "none"
