@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import torch
 
+from mlra.data.splits import cap_per_domain
 from mlra.errors import ConfigError, IntegrityError
 
 if TYPE_CHECKING:
@@ -165,13 +166,6 @@ def _load_base_head(
     return head
 
 
-def _cap(frame: Any, cap: int) -> Any:
-    frame = frame.sort_values("id", kind="stable")
-    if cap > 0:
-        frame = frame.groupby("domain", sort=True, group_keys=False).head(cap)
-    return frame.reset_index(drop=True)
-
-
 def _predict_all(
     model: SentenceClassifier,
     tokenizer: Any,
@@ -254,7 +248,7 @@ def evaluate(
 
     golden = load_split(prepared_dir or data.prepared_dir, "golden")
     domains = [data.source_domain, *data.target_domains]
-    golden = _cap(golden[golden["domain"].isin(domains)], ep.max_rows_per_slice)
+    golden = cap_per_domain(golden[golden["domain"].isin(domains)], ep.max_rows_per_slice)
     index = {label: k for k, label in enumerate(labels)}
     truth = torch.tensor([index[x] for x in golden["label"]])
     predicted = _predict_all(model, tokenizer, list(golden["text"]), heads,

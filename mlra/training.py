@@ -41,6 +41,7 @@ import mlra
 from mlra._hashing import canonical_json, sha256_hex
 from mlra.classifier import SentenceClassifier, embed_texts, fit_head
 from mlra.config import PRECISIONS, DataParams, EarlyStoppingParams, TrainParams
+from mlra.data.splits import cap_per_domain
 from mlra.errors import ConfigError, DataError
 from mlra.evaluation import scores
 from mlra.lineage import data_hash, dvc_md5, git_commit, library_versions, params_hash, plain
@@ -89,15 +90,6 @@ class TrainingData:
     rows_by_domain: dict[str, int]  # training rows per domain (after the caps)
 
 
-def _cap_per_domain(frame: Any, cap: int) -> Any:
-    """At most ``cap`` rows per domain (0: all). Ids are content hashes, so the first rows by id
-    are a fair sample that does not depend on file order."""
-    frame = frame.sort_values("id", kind="stable")
-    if cap > 0:
-        frame = frame.groupby("domain", sort=True, group_keys=False).head(cap)
-    return frame.reset_index(drop=True)
-
-
 def load_training_data(
     data: DataParams,
     tp: TrainParams,
@@ -126,10 +118,10 @@ def load_training_data(
         raise DataError(f"{folder}/train.parquet has labels {unknown} outside {list(labels)}")
 
     adapt = train[train["domain"].isin(targets) | (train["origin"] == "feedback")]
-    adapt = _cap_per_domain(adapt, tp.rows_per_domain)
-    val = _cap_per_domain(val[val["domain"].isin(targets)], tp.val_rows_per_domain)
+    adapt = cap_per_domain(adapt, tp.rows_per_domain)
+    val = cap_per_domain(val[val["domain"].isin(targets)], tp.val_rows_per_domain)
     source = train[train["domain"] == data.source_domain]
-    source = _cap_per_domain(source, tp.source_rows)
+    source = cap_per_domain(source, tp.source_rows)
     for name, frame in (("training", adapt), ("validation", val), ("source-domain", source)):
         if frame.empty:
             raise DataError(f"no {name} rows in {folder}: run `mlra prepare` first")

@@ -35,6 +35,7 @@ __all__ = [
     "COLUMNS",
     "SPLITS",
     "PrepareResult",
+    "cap_per_domain",
     "in_feedback_pool",
     "load_split",
     "prepare",
@@ -204,3 +205,12 @@ def load_split(prepared_dir: str | Path, name: str) -> pd.DataFrame:
         return pd.read_parquet(path)
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read the prepared split {path}: {exc}") from exc
+
+
+def cap_per_domain(frame: pd.DataFrame, cap: int) -> pd.DataFrame:
+    """At most ``cap`` rows per domain (0: all). Ids are content hashes, so the first rows by id
+    are a fair sample that does not depend on file order."""
+    frame = frame.sort_values("id", kind="stable")
+    if cap > 0:
+        frame = frame.groupby("domain", sort=True, group_keys=False).head(cap)
+    return frame.reset_index(drop=True)
