@@ -112,10 +112,9 @@ def add_adapter(model: nn.Module, name: str, spec: AdapterSpec) -> list[str]:
         module = model.get_submodule(full_name)
         if not isinstance(module, LowRankLinear):
             assert isinstance(module, nn.Linear)
-            parent_name, _, child = full_name.rpartition(".")
             module = LowRankLinear(module).train(module.training)  # follow the model's mode
             module.active = dict(before)
-            setattr(model.get_submodule(parent_name), child, module)
+            _replace(model, full_name, module)
         module.add(name, spec)
     if not before:
         set_active(model, name)
