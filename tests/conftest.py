@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
+from torch import nn
 
 from mlra._env import apply_runtime_defaults
 
@@ -61,3 +63,17 @@ def make_tiny_bert(seed: int = 0):  # type: ignore[no-untyped-def]
 def tiny_bert():  # type: ignore[no-untyped-def]
     """A random 2-layer BertModel from a transformers config (no download)."""
     return make_tiny_bert()
+
+
+class WrappedBert(nn.Module):
+    """A user's classifier around a tiny BertModel: the adapter's modules sit under ``bert.``."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        self.bert = make_tiny_bert(seed)
+        torch.manual_seed(seed + 100)
+        self.head = nn.Linear(32, 3)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.head(self.bert(input_ids=input_ids).last_hidden_state[:, 0])
+        return out

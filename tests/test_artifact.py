@@ -26,6 +26,7 @@ from mlra.errors import (
     IntegrityError,
     TargetNotFoundError,
 )
+from tests.conftest import WrappedBert as Wrapped
 from tests.conftest import make_tiny_bert
 
 BERT_SPEC = AdapterSpec(rank=4, alpha=8, targets=["query", "value"])
@@ -57,19 +58,6 @@ def _saved_bert(path: Path, spec: AdapterSpec = BERT_SPEC, **kw):  # type: ignor
     _randomise(model)
     manifest = mlra.save_adapter(model, "airline", path, **kw)
     return model, manifest
-
-
-class Wrapped(nn.Module):
-    """A user's classifier around a BertModel: the adapter's modules sit under ``bert.``."""
-
-    def __init__(self, seed: int = 0) -> None:
-        super().__init__()
-        self.bert = make_tiny_bert(seed)
-        torch.manual_seed(seed + 100)
-        self.head = nn.Linear(32, 3)
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.head(self.bert(input_ids=input_ids).last_hidden_state[:, 0])  # type: ignore[no-any-return]
 
 
 # -- round trips ------------------------------------------------------------------------------

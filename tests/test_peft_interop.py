@@ -16,6 +16,7 @@ from torch import nn
 import mlra
 from mlra import AdapterSpec
 from mlra.artifact import MANIFEST_FILE
+from tests.conftest import WrappedBert as Wrapped
 from tests.conftest import make_tiny_bert
 
 peft = pytest.importorskip("peft")
@@ -43,19 +44,6 @@ def _randomise_b(model: nn.Module, seed: int = 3) -> None:
 
 def _report(direction: str, diff: float) -> None:
     print(f"\nPEFT interop {direction}: max abs diff {diff:.3g}")
-
-
-class Wrapped(nn.Module):
-    """A BertModel with a classification head, as the training code builds it."""
-
-    def __init__(self, seed: int = 0) -> None:
-        super().__init__()
-        self.bert = make_tiny_bert(seed)
-        torch.manual_seed(seed + 100)
-        self.head = nn.Linear(32, 3)
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.head(self.bert(input_ids=input_ids).last_hidden_state[:, 0])  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize("rslora", [False, True], ids=["lora", "rslora"])
