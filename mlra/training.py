@@ -65,6 +65,7 @@ __all__ = [
     "fit",
     "lineage_metadata",
     "load_training_data",
+    "make_datamodule",
     "save_candidate",
     "train",
 ]
@@ -88,6 +89,18 @@ class TrainingData:
     source_texts: list[str]  # source-domain rows the base head is fitted on
     source_labels: list[int]
     rows_by_domain: dict[str, int]  # training rows per domain (after the caps)
+
+
+def make_datamodule(tokenizer: Any, data: TrainingData, tp: TrainParams) -> TweetDataModule:
+    """The DataModule over ``data``'s train/val rows, sized by ``tp``."""
+    return TweetDataModule(
+        tokenizer,
+        (data.train_texts, data.train_labels),
+        (data.val_texts, data.val_labels),
+        batch_size=tp.batch_size,
+        max_length=tp.max_length,
+        seed=tp.seed,
+    )
 
 
 def load_training_data(
@@ -705,14 +718,7 @@ def train(
     clock = time.perf_counter()
     L.seed_everything(tp.seed, workers=True, verbose=False)
     module = AdapterClassifier(model, tp, LABELS, run_key=run_key)
-    datamodule = TweetDataModule(
-        tokenizer,
-        (data.train_texts, data.train_labels),
-        (data.val_texts, data.val_labels),
-        batch_size=tp.batch_size,
-        max_length=tp.max_length,
-        seed=tp.seed,
-    )
+    datamodule = make_datamodule(tokenizer, data, tp)
     checkpoint_dir = Path(tp.checkpoint_dir)
     ckpt = resumable_checkpoint(checkpoint_dir, run_key) if resume else None
     tags = {k: v for k, v in lineage.items() if k != "versions"} | {"stage": "train"}

@@ -49,7 +49,7 @@ def main() -> int:
     from mlra.classifier import SentenceClassifier
     from mlra.config import load_params
     from mlra.data import LABELS
-    from mlra.training import AdapterClassifier, TweetDataModule, fit, load_training_data
+    from mlra.training import AdapterClassifier, fit, load_training_data, make_datamodule
 
     apply_runtime_defaults()
     params = load_params(args.params)
@@ -68,14 +68,7 @@ def main() -> int:
     L.seed_everything(tp.seed, verbose=False)
     encoder, tokenizer = load_base_model()
     module = AdapterClassifier(SentenceClassifier(encoder, len(LABELS), tp.pooling), tp, LABELS)
-    datamodule = TweetDataModule(
-        tokenizer,
-        (data.train_texts, data.train_labels),
-        (data.val_texts, data.val_labels),
-        batch_size=tp.batch_size,
-        max_length=tp.max_length,
-        seed=tp.seed,
-    )
+    datamodule = make_datamodule(tokenizer, data, tp)
 
     class Clock(L.Callback):
         def __init__(self) -> None:
