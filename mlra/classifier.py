@@ -9,8 +9,9 @@ default) or ``"cls"`` (the first token's hidden state).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import torch
 from torch import nn
@@ -23,9 +24,12 @@ if TYPE_CHECKING:
 __all__ = [
     "POOLINGS",
     "SentenceClassifier",
+    "adapter_free_layers",
     "batches",
     "embed_texts",
+    "embed_texts_per_setting",
     "fit_head",
+    "frozen_prefix",
     "predict",
 ]
 
@@ -54,11 +58,57 @@ class SentenceClassifier(nn.Module):
         out = self.encoder(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
         )
-        hidden: torch.Tensor = out.last_hidden_state  # [batch, tokens, hidden]
+        return self.pool(out.last_hidden_state, attention_mask)
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``[batch, tokens, hidden]`` → ``[batch, hidden]`` by the model's pooling."""
         if self.pooling == "cls":
             return hidden[:, 0]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # [batch, tokens, 1]
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # [batch, hidden]
+
+    # -- the encoder in two parts (for the frozen-prefix cache) --------------------------------
+
+    def _layers(self) -> nn.ModuleList:
+        layers = self.encoder.get_submodule("encoder.layer")
+        assert isinstance(layers, nn.ModuleList)
+        return layers
+
+    def _layer_mask(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+        """The mask BertModel hands its layers (built the way ``BertModel.forward`` builds it)."""
+        from transformers.masking_utils import create_bidirectional_mask
+
+        config = getattr(self.encoder, "config")  # noqa: B009 - a transformers model
+        return create_bidirectional_mask(
+            config=config, inputs_embeds=hidden, attention_mask=attention_mask
+        )
+
+    def hidden_after(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        layers: int,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The encoder's hidden states after its first ``layers`` layers, ``[batch, tokens,
+        hidden]`` (``layers`` 0: the embeddings' output). Followed by :meth:`embed_from` this is
+        :meth:`embed`."""
+        embeddings = self.encoder.get_submodule("embeddings")
+        hidden: torch.Tensor = embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+        mask = self._layer_mask(hidden, attention_mask)
+        for layer in self._layers()[:layers]:
+            hidden = layer(hidden, mask)
+        return hidden
+
+    def embed_from(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int
+    ) -> torch.Tensor:
+        """The pooled embedding from the hidden states after layer ``start`` (see
+        :meth:`hidden_after`): only layers ``start, start + 1, …`` run."""
+        mask = self._layer_mask(hidden, attention_mask)
+        for layer in self._layers()[start:]:
+            hidden = layer(hidden, mask)
+        return self.pool(hidden, attention_mask)
 
     def forward(
         self,
@@ -69,6 +119,39 @@ class SentenceClassifier(nn.Module):
         """Logits per class; takes a tokenizer's output as keywords (``model(**batch)``)."""
         logits: torch.Tensor = self.head(self.embed(input_ids, attention_mask, token_type_ids))
         return logits
+
+
+def frozen_prefix(model: SentenceClassifier) -> int:
+    """How many leading encoder layers compute a fixed function while ``model`` trains.
+
+    Those layers' output can be computed once per row and reused every epoch (the frozen-prefix
+    cache of :mod:`mlra.training`): it holds for the first ``k`` layers when nothing in the
+    embeddings or those layers requires grad, none of them carries an adapter, and none has an
+    active dropout (``p > 0`` in training mode). 0 for an encoder that is not a transformers
+    ``BertModel`` (the only layout the two-part forward knows).
+    """
+    from transformers import BertModel
+
+    encoder = model.encoder
+    if not isinstance(encoder, BertModel) or encoder.config.is_decoder:
+        return 0
+
+    def fixed(module: nn.Module) -> bool:
+        from mlra.adapters.layer import LowRankLinear
+
+        return not any(p.requires_grad for p in module.parameters()) and not any(
+            isinstance(m, LowRankLinear) or (isinstance(m, nn.Dropout) and m.training and m.p > 0)
+            for m in module.modules()
+        )
+
+    if not fixed(encoder.embeddings):
+        return 0
+    count = 0
+    for layer in model._layers():
+        if not fixed(layer):
+            break
+        count += 1
+    return count
 
 
 def batches(
@@ -106,9 +189,7 @@ def embed_texts(
     model.eval()
     if not texts:
         return torch.empty(0, int(model.head.in_features))
-    lengths = [len(ids) for ids in tokenizer(list(texts), truncation=True,
-                                             max_length=max_length)["input_ids"]]  # fmt: skip
-    order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    order = _length_order(tokenizer, texts, max_length)
     device = next(model.parameters()).device
     parts = []
     for batch in batches(tokenizer, [texts[i] for i in order], batch_size, max_length):
@@ -116,6 +197,71 @@ def embed_texts(
     sorted_out = torch.cat(parts)
     out = torch.empty_like(sorted_out)
     out[torch.tensor(order)] = sorted_out
+    return out
+
+
+def adapter_free_layers(model: SentenceClassifier) -> int:
+    """How many leading encoder layers hold no adapter: whatever adapters are active, those
+    layers compute the same function (0 for an encoder that is not a ``BertModel``)."""
+    from transformers import BertModel
+
+    from mlra.adapters.layer import LowRankLinear
+
+    encoder = model.encoder
+    if not isinstance(encoder, BertModel) or encoder.config.is_decoder:
+        return 0
+    count = 0
+    for layer in model._layers():
+        if any(isinstance(m, LowRankLinear) for m in layer.modules()):
+            break
+        count += 1
+    return count
+
+
+@torch.no_grad()
+def embed_texts_per_setting(
+    model: SentenceClassifier,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    settings: Sequence[str | None],
+    *,
+    batch_size: int = 64,
+    max_length: int = 64,
+) -> list[torch.Tensor]:
+    """:func:`embed_texts` under each adapter setting (an adapter name, or None for the base
+    model), in one pass over ``texts``: the layers below the lowest adapter
+    (:func:`adapter_free_layers`) run once per batch and their output feeds every setting.
+    With adapters only in upper layers, scoring base, candidate and champion costs little more
+    than scoring one of them."""
+    import mlra
+
+    model.eval()
+    if not texts:
+        return [torch.empty(0, int(model.head.in_features)) for _ in settings]
+    shared = adapter_free_layers(model)
+    order = _length_order(tokenizer, texts, max_length)
+    device = next(model.parameters()).device
+    parts: list[list[torch.Tensor]] = [[] for _ in settings]
+    for batch in batches(tokenizer, [texts[i] for i in order], batch_size, max_length):
+        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        hidden = model.hidden_after(ids, mask, shared) if shared else None
+        for j, name in enumerate(settings):
+            if name is not None:
+                mlra.set_active(model, name)
+            with mlra.disabled(model) if name is None else contextlib.nullcontext():
+                emb = (
+                    model.embed(ids, mask)
+                    if hidden is None
+                    else model.embed_from(hidden, mask, shared)
+                )
+            parts[j].append(emb.float().cpu())
+    index = torch.tensor(order)
+    out = []
+    for chunks in parts:
+        sorted_out = torch.cat(chunks)
+        unsorted = torch.empty_like(sorted_out)
+        unsorted[index] = sorted_out
+        out.append(unsorted)
     return out
 
 
@@ -154,7 +300,27 @@ def predict(
     batch_size: int = 64,
     max_length: int = 64,
 ) -> torch.Tensor:
-    """Predicted class index per text (the model is put in eval mode)."""
+    """Predicted class index per text, in the order of ``texts`` (the model is put in eval mode).
+
+    Like :func:`embed_texts`, texts run shortest first so that each batch pads to a similar length.
+    """
     model.eval()
-    out = [model(**b).argmax(-1) for b in batches(tokenizer, texts, batch_size, max_length)]
-    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+    if not texts:
+        return torch.empty(0, dtype=torch.long)
+    order = _length_order(tokenizer, texts, max_length)
+    device = next(model.parameters()).device
+    parts = [
+        model(**{k: v.to(device) for k, v in b.items()}).argmax(-1).cpu()
+        for b in batches(tokenizer, [texts[i] for i in order], batch_size, max_length)
+    ]
+    out = torch.empty(len(texts), dtype=torch.long)
+    out[torch.tensor(order)] = torch.cat(parts)
+    return out
+
+
+def _length_order(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int
+) -> list[int]:
+    """Indices of ``texts`` by token count, shortest first (stable)."""
+    ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    return sorted(range(len(texts)), key=lambda i: len(ids[i]))

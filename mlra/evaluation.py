@@ -175,23 +175,21 @@ def _predict_all(
     batch_size: int,
     max_length: int,
 ) -> dict[str, torch.Tensor]:
-    """Predictions per model; each is (adapter name or None for the base, head)."""
-    import mlra
-    from mlra.classifier import embed_texts
+    """Predictions per model; each is (adapter name or None for the base, head). The frozen
+    layers below every adapter run once for all models (:func:`embed_texts_per_setting`)."""
+    from mlra.classifier import embed_texts_per_setting
 
-    out: dict[str, torch.Tensor] = {}
-    for model_name, (adapter, head) in heads.items():
-        if adapter is None:
-            with mlra.disabled(model):
-                features = embed_texts(model, tokenizer, texts, batch_size=batch_size,
-                                       max_length=max_length)  # fmt: skip
-        else:
-            mlra.set_active(model, adapter)
-            features = embed_texts(model, tokenizer, texts, batch_size=batch_size,
-                                   max_length=max_length)  # fmt: skip
-        with torch.no_grad():
-            out[model_name] = head(features).argmax(-1)
-    return out
+    names = list(heads)
+    features = embed_texts_per_setting(
+        model,
+        tokenizer,
+        texts,
+        [heads[m][0] for m in names],
+        batch_size=batch_size,
+        max_length=max_length,
+    )
+    with torch.no_grad():
+        return {m: heads[m][1](f).argmax(-1) for m, f in zip(names, features, strict=True)}
 
 
 def evaluate(

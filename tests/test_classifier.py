@@ -67,3 +67,35 @@ def test_fit_head_separates_separable_features() -> None:
     head = torch.nn.Linear(3, 3)
     fit_head(head, features, labels)
     assert bool((head(features).argmax(-1) == labels).all())
+
+
+def test_one_pass_per_setting_equals_embedding_under_each_setting(tiny_bert) -> None:  # type: ignore[no-untyped-def]
+    """Scoring base and two adapters in one pass (the adapter-free lower layer shared) gives what
+    embedding the texts once per setting gives."""
+    from mlra.classifier import adapter_free_layers, embed_texts, embed_texts_per_setting
+
+    model = SentenceClassifier(tiny_bert, num_labels=3)
+    spec = mlra.AdapterSpec(rank=4, targets=["layer.1.attention.self.query"])
+    torch.manual_seed(1)
+    for name in ("a", "b"):
+        mlra.add_adapter(model, name, spec)
+        for p in mlra.adapter_parameters(model, name):
+            p.data.normal_(0.0, 0.5)  # B starts at zero: give each adapter an effect
+    assert adapter_free_layers(model) == 1
+    from transformers import BertTokenizerFast
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c"]
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})
+    texts = ["a b c", "b", "c a b b a c a", "a a", "b c a"]
+    shared = embed_texts_per_setting(model, tokenizer, texts, [None, "a", "b"], batch_size=2)
+    expected = []
+    for name in (None, "a", "b"):
+        if name is None:
+            with mlra.disabled(model):
+                expected.append(embed_texts(model, tokenizer, texts, batch_size=2))
+        else:
+            mlra.set_active(model, name)
+            expected.append(embed_texts(model, tokenizer, texts, batch_size=2))
+    for got, want in zip(shared, expected, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(shared[1], shared[2])  # the adapters do differ
