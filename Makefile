@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint fast clean
+.PHONY: install run test lint fast clean bench services-up services-down
 
 install: $(STAMP)
 
@@ -18,19 +18,31 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/mlra demo
+	$(BIN)/mlra run
 
 lint: $(STAMP)
-	$(BIN)/ruff check mlra tests
-	$(BIN)/ruff format --check mlra tests
+	$(BIN)/ruff check mlra flows tests benchmarks
+	$(BIN)/ruff format --check mlra flows tests benchmarks
 	$(BIN)/mypy
 
 test: lint
 	$(BIN)/python -m pytest
 
-# the suite without the tests that load the real base model
+# the suite without the tests that load the real base model or start servers
 fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not integration"
+	$(BIN)/python -m pytest -m "not integration and not services"
+
+# Postgres-backed MLflow and Prefect servers and a worker on this machine (infra/README.md);
+# `source .mlra/services/env.sh` points mlra at them
+services-up: $(STAMP)
+	$(BIN)/python infra/local/services.py up
+
+services-down:
+	$(BIN)/python infra/local/services.py down
+
+# benchmarks/README.md: mlra vs PEFT, full fine-tuning and the floor; writes benchmarks/results/
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
 
 clean:
 	rm -rf $(VENV) .mlra .pytest_cache .mypy_cache .ruff_cache

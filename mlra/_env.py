@@ -17,7 +17,7 @@ _DEFAULTS = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DVC_NO_ANALYTICS": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "60",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
     "TOKENIZERS_PARALLELISM": "false",
     "GX_ANALYTICS_ENABLED": "false",
 }
@@ -32,6 +32,8 @@ def apply_runtime_defaults() -> None:
     for key, value in _DEFAULTS.items():
         os.environ.setdefault(key, value)
     os.environ.setdefault("MPLCONFIGDIR", str(project_dir() / "matplotlib"))
+    # Prefect's own state (its temporary server's database, logs) stays in the project too
+    os.environ.setdefault("PREFECT_HOME", str(project_dir() / "prefect"))
 
 
 def tracking_uri() -> str:

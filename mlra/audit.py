@@ -57,10 +57,12 @@ ACTIONS: Final = (
     "evaluation",
     "registration",
     "gate",
+    "approval_request",  # a retrain flow asked a person for approval (and waited, or timed out)
     "approval",
     "rejection",
     "promotion",
     "rollback",
+    "retrain_check",  # the scheduled check: enough new feedback to retrain, or not
 )
 GENESIS: Final = "0" * 64
 
@@ -314,7 +316,12 @@ class SqlTrail:
             sa.Column("hash", sa.String(64), nullable=False, unique=True),
             sa.Column("record", sa.Text, nullable=False),
         )
-        meta.create_all(self._engine)
+        try:
+            meta.create_all(self._engine)
+        except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
+            # another process created the table at the same moment (PostgreSQL reports the race
+            # as a duplicate type or table); it exists now, and anything else raises again here
+            meta.create_all(self._engine)
 
     def append(
         self,

@@ -216,8 +216,10 @@ class PromotionParams:
 
     Gains and regressions are in macro-F1 (0.01 = one point), against the champion (the base
     model when there is none). Slices with fewer than ``min_slice_support`` golden rows are
-    reported but not gated. ``approval``: ``manual`` (a person approves each champion) or
-    ``automatic`` (recorded as the approver ``policy:automatic``).
+    reported but not gated. ``approval``: ``manual`` (a person approves each champion),
+    ``automatic`` (recorded as the approver ``policy:automatic``), or ``first-automatic`` (the
+    first champion, when none serves yet, is promoted by the policy; every later one needs a
+    person).
     """
 
     min_overall_gain: float
@@ -233,8 +235,36 @@ class PromotionParams:
                  self.max_slice_regression, "in [0, 1] (macro-F1)")  # fmt: skip
         _require(self.min_slice_support >= 0, f"{key}.min_slice_support",
                  self.min_slice_support, ">= 0")  # fmt: skip
-        _require(self.approval in ("manual", "automatic"), f"{key}.approval", self.approval,
-                 "manual or automatic")  # fmt: skip
+        _require(self.approval in APPROVALS, f"{key}.approval", self.approval,
+                 ", ".join(APPROVALS))  # fmt: skip
+
+
+APPROVALS: Final = ("manual", "automatic", "first-automatic")
+CRON_FIELDS: Final = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineParams:
+    """The Prefect flows (``flows/``; docs/pipeline.md): schedule, retrain threshold, approval
+    wait and retries of transient faults."""
+
+    schedule: str
+    min_new_rows: int
+    approval_timeout_s: int
+    retries: int
+    retry_delay_s: float
+    simulate_when_empty: bool
+
+    def __post_init__(self) -> None:
+        key = "pipeline"
+        _require(len(self.schedule.split()) == CRON_FIELDS, f"{key}.schedule", self.schedule,
+                 "a cron expression of 5 fields, e.g. '0 3 * * 1'")  # fmt: skip
+        _require(self.min_new_rows >= 1, f"{key}.min_new_rows", self.min_new_rows, ">= 1")
+        _require(self.approval_timeout_s >= 0, f"{key}.approval_timeout_s",
+                 self.approval_timeout_s, ">= 0 (0: do not wait)")  # fmt: skip
+        _require(0 <= self.retries <= 20, f"{key}.retries", self.retries, "in [0, 20]")
+        _require(0 <= self.retry_delay_s <= 3600, f"{key}.retry_delay_s", self.retry_delay_s,
+                 "in [0, 3600] seconds")  # fmt: skip
 
 
 PRECISIONS: Final = ("32-true", "bf16-mixed", "16-mixed")
@@ -297,6 +327,10 @@ class TrainParams:
     strategy: str
     precision: str
     experiment: str
+    # compute the frozen layers below the lowest adapter once per row and reuse them every epoch
+    cache_frozen: bool = True
+    # source-domain rows mixed into the adapter's training rows (rehearsal against forgetting)
+    replay_rows: int = 0
 
     def __post_init__(self) -> None:
         for name in ("out_dir", "checkpoint_dir", "adapter_name", "experiment"):
@@ -306,7 +340,8 @@ class TrainParams:
         for name in ("rank", "max_length", "batch_size", "accumulate_grad_batches", "max_epochs",
                      "checkpoint_every_steps", "log_every_steps", "devices"):  # fmt: skip
             _require(getattr(self, name) >= 1, f"train.{name}", getattr(self, name), ">= 1")
-        for name in ("rows_per_domain", "val_rows_per_domain", "source_rows", "val_every_steps"):
+        for name in ("rows_per_domain", "val_rows_per_domain", "source_rows", "val_every_steps",
+                     "replay_rows"):  # fmt: skip
             _require(
                 getattr(self, name) >= 0, f"train.{name}", getattr(self, name), ">= 0 (0: all)"
             )
@@ -366,6 +401,7 @@ class Params:
     evaluate: EvaluateParams
     registry: RegistryParams
     promotion: PromotionParams
+    pipeline: PipelineParams
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists, ISO dates), as it would read back from ``params.yaml``."""

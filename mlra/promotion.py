@@ -12,9 +12,10 @@ A registered version moves through the registry's aliases:
    ``mlra.approval_reason``, ``mlra.approved_at`` (or ``mlra.rejected_*``) and an audit record.
 3. :func:`promote` moves ``champion`` to the version: the gates again (fresh: the artifact is
    verified again, the champion may have moved), then an approval newer than any rollback of the
-   version, unless ``promotion.approval`` is ``automatic`` (the approver recorded is then
-   ``policy:automatic``). Refusal raises :class:`~mlra.errors.PromotionRefused` naming the gate,
-   and is recorded too. The new champion's ``mlra.previous_champion`` remembers the old one.
+   version, unless ``promotion.approval`` is ``automatic``, or ``first-automatic`` while no
+   champion serves yet (the approver recorded is then ``policy:automatic``). Refusal raises
+   :class:`~mlra.errors.PromotionRefused` naming the gate, and is recorded too. The new
+   champion's ``mlra.previous_champion`` remembers the old one.
 4. :func:`rollback` moves ``champion`` back to ``mlra.previous_champion`` of the current one.
 
 Every mutation holds the registry's lock (:meth:`mlra.registry.Registry.locked`), so two
@@ -283,7 +284,10 @@ def promote(
         refusal: str | None = None if decision.passed else str(decision)
         tags = registry.tags(v)
         approved_at = tags.get("mlra.approved_at")
-        if refusal is None and policy.approval == "manual":
+        automatic = policy.approval == "automatic" or (
+            policy.approval == "first-automatic" and previous is None
+        )
+        if refusal is None and not automatic:
             if approved_at is None:
                 refusal = (
                     f"v{v} refused at gate 'approval': no approval recorded; "
@@ -312,9 +316,14 @@ def promote(
             raise PromotionRefused(refusal)
         _record_gate(registry, decision, actor, requested=CHAMPION)
         approver = tags.get("mlra.approved_by", "")
-        if policy.approval == "automatic":
+        if automatic:
             approver = AUTOMATIC
-            _approve(registry, v, AUTOMATIC, "params.yaml promotion.approval is automatic")
+            why = (
+                "automatic"
+                if policy.approval == "automatic"
+                else "first-automatic and no champion serves yet"
+            )
+            _approve(registry, v, AUTOMATIC, f"params.yaml promotion.approval is {why}")
         transition = _move_champion(
             registry, v, previous, actor, "promotion", {"approved_by": approver}
         )

@@ -405,7 +405,13 @@ class Registry:
         found = self.client.get_experiment_by_name(self.experiment)
         if found is not None:
             return str(found.experiment_id)
-        location = (self.artifact_root / _safe_name(self.experiment)).as_uri()
+        # A tracking server keeps artifacts in its own (proxied) store, where every machine can
+        # reach them; only an embedded store gets a folder of this project.
+        location = (
+            None
+            if self.tracking_uri.startswith(("http://", "https://"))
+            else (self.artifact_root / _safe_name(self.experiment)).as_uri()
+        )
         from mlflow.exceptions import MlflowException
 
         try:
@@ -421,7 +427,9 @@ class Registry:
 
         try:
             self.client.get_registered_model(self.model)
-        except MlflowException:
+        except MlflowException as exc:
+            if not _absent(exc):
+                raise
             with contextlib.suppress(MlflowException):  # another process may win the race
                 self.client.create_registered_model(
                     self.model,
@@ -465,7 +473,9 @@ class Registry:
 
         try:
             return self.client.get_model_version(self.model, str(version))
-        except MlflowException:
+        except MlflowException as exc:
+            if not _absent(exc):
+                raise
             known = [mv.version for mv in self.versions()] if self.exists() else []
             raise ConfigError(
                 f"no version {version!r} of model {self.model!r} in {self.location}; "
@@ -478,8 +488,10 @@ class Registry:
 
         try:
             found = self.client.search_model_versions(f"name = '{_quote(self.model)}'")
-        except MlflowException:
-            return []
+        except MlflowException as exc:
+            if _absent(exc):
+                return []
+            raise
         return sorted(found, key=lambda mv: int(mv.version))
 
     def alias(self, alias: str) -> str | None:
@@ -488,8 +500,10 @@ class Registry:
 
         try:
             model = self.client.get_registered_model(self.model)
-        except MlflowException:
-            return None
+        except MlflowException as exc:
+            if _absent(exc):
+                return None
+            raise  # the store is unreachable or failing: not the same as "no such alias"
         value = model.aliases.get(alias)
         return None if value is None else str(value)
 
@@ -528,8 +542,10 @@ class Registry:
 
         try:
             model = self.client.get_registered_model(self.model)
-        except MlflowException:
-            return {}
+        except MlflowException as exc:
+            if _absent(exc):
+                return {}
+            raise
         if model.tags.get(TRAIL_TAG) != str(redact(self.trail.location)):
             return {}
         values = [model.tags.get(LAST_TAG, "")]
@@ -875,6 +891,11 @@ def _meta_dataset(ref: DatasetRef) -> Any:
         warnings.simplefilter("ignore", UserWarning)
         source = resolve_dataset_source(ref.path)
     return MetaDataset(source, name=ref.name, digest=ref.digest)  # type: ignore[abstract]
+
+
+def _absent(exc: Exception) -> bool:
+    """An MLflow error that says the model or version does not exist (not a failing store)."""
+    return getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
 
 
 def _base_model_name(adapter: Path) -> str:

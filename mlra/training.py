@@ -29,6 +29,7 @@ import os
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -39,7 +40,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 import mlra
 from mlra._hashing import canonical_json, sha256_hex
-from mlra.classifier import SentenceClassifier, embed_texts, fit_head
+from mlra.classifier import SentenceClassifier, embed_texts, fit_head, frozen_prefix
 from mlra.config import PRECISIONS, DataParams, EarlyStoppingParams, TrainParams
 from mlra.data.splits import cap_per_domain
 from mlra.errors import ConfigError, DataError
@@ -56,6 +57,7 @@ __all__ = [
     "PRECISIONS",
     "AdapterClassifier",
     "EarlyStoppingParams",
+    "FrozenPrefixCache",
     "TrainParams",
     "TrainResult",
     "TrainingData",
@@ -82,7 +84,7 @@ _CKPT_KEY: Final = "mlra"
 class TrainingData:
     """Texts and label indices for the three uses of training data."""
 
-    train_texts: list[str]  # target domains + accepted feedback: what the adapter learns from
+    train_texts: list[str]  # target domains + feedback (+ source replay): what the adapter learns
     train_labels: list[int]
     val_texts: list[str]  # target-domain validation rows: early stopping and checkpoints
     val_labels: list[int]
@@ -113,7 +115,8 @@ def load_training_data(
 
     Training rows: target-domain rows of the train split plus every accepted feedback row there
     (``prepare`` has already put feedback into the splits), at most ``train.rows_per_domain`` per
-    domain. Validation: target-domain rows of the val split, ``train.val_rows_per_domain`` each.
+    domain, plus ``train.replay_rows`` source-domain rows (rehearsal, against forgetting).
+    Validation: target-domain rows of the val split, ``train.val_rows_per_domain`` each.
     Source: ``train.source_rows`` source-domain train rows, for the base head. Golden rows are
     never read here.
     """
@@ -132,6 +135,11 @@ def load_training_data(
 
     adapt = train[train["domain"].isin(targets) | (train["origin"] == "feedback")]
     adapt = cap_per_domain(adapt, tp.rows_per_domain)
+    if tp.replay_rows:  # rehearsal: the source domain keeps a voice while the head moves
+        import pandas as pd
+
+        replay = cap_per_domain(train[train["domain"] == data.source_domain], tp.replay_rows)
+        adapt = pd.concat([adapt, replay], ignore_index=True)
     val = cap_per_domain(val[val["domain"].isin(targets)], tp.val_rows_per_domain)
     source = train[train["domain"] == data.source_domain]
     source = cap_per_domain(source, tp.source_rows)
@@ -149,8 +157,8 @@ def load_training_data(
     )
 
 
-class _Encoded(Dataset[tuple[list[int], int]]):
-    """Token ids (unpadded) and a label per row."""
+class _Encoded(Dataset[tuple[int, list[int], int]]):
+    """Row index, token ids (unpadded) and label per row (the index keys the prefix cache)."""
 
     def __init__(self, ids: list[list[int]], labels: Sequence[int]) -> None:
         self.ids, self.labels = ids, list(labels)
@@ -158,8 +166,8 @@ class _Encoded(Dataset[tuple[list[int], int]]):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, i: int) -> tuple[list[int], int]:
-        return self.ids[i], self.labels[i]
+    def __getitem__(self, i: int) -> tuple[int, list[int], int]:
+        return i, self.ids[i], self.labels[i]
 
 
 class _Collate:
@@ -168,15 +176,72 @@ class _Collate:
     def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
 
-    def __call__(self, rows: list[tuple[list[int], int]]) -> dict[str, torch.Tensor]:
-        width = max(len(ids) for ids, _ in rows)
+    def __call__(self, rows: list[tuple[int, list[int], int]]) -> dict[str, torch.Tensor]:
+        width = max(len(ids) for _, ids, _ in rows)
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, (ids, _) in enumerate(rows):
+        for i, (_, ids, _) in enumerate(rows):
             input_ids[i, : len(ids)] = torch.tensor(ids)
             mask[i, : len(ids)] = 1
-        labels = torch.tensor([label for _, label in rows])
-        return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+        labels = torch.tensor([label for _, _, label in rows])
+        index = torch.tensor([row for row, _, _ in rows])
+        return {"input_ids": input_ids, "attention_mask": mask, "labels": labels, "rows": index}
+
+
+class FrozenPrefixCache:
+    """The hidden states after the first ``layers`` encoder layers, computed once per row.
+
+    When an adapter sits only in upper layers, the layers below it are frozen and compute the same
+    function every epoch (:func:`mlra.classifier.frozen_prefix` says how many). Their output is
+    computed here once, without autograd, every row at its own length (no padding stored), and
+    each training step then runs only the layers from ``layers`` up. Rows are computed in a fixed
+    order (by length, in batches of ``batch_size``), independent of the training sampler, so a
+    resumed run rebuilds exactly the same cache.
+    """
+
+    def __init__(
+        self,
+        model: SentenceClassifier,
+        layers: int,
+        ids: Sequence[Sequence[int]],
+        *,
+        pad_id: int,
+        batch_size: int = 64,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.layers = layers
+        lengths = [len(row) for row in ids]
+        self.lengths = torch.tensor(lengths, dtype=torch.long, device=device)
+        self.offsets = torch.cumsum(self.lengths, 0) - self.lengths  # first token of each row
+        parts: list[torch.Tensor] = [torch.empty(0)] * len(ids)
+        order = sorted(range(len(ids)), key=lambda i: lengths[i])
+        collate = _Collate(pad_id)
+        with torch.no_grad():
+            for start in range(0, len(order), batch_size):
+                pick = order[start : start + batch_size]
+                batch = collate([(i, list(ids[i]), 0) for i in pick])
+                mask = batch["attention_mask"].to(device)
+                hidden = model.hidden_after(batch["input_ids"].to(device), mask, layers)
+                for k, i in enumerate(pick):
+                    parts[i] = hidden[k, : lengths[i]]
+        self.flat = torch.cat(parts) if parts else torch.empty(0)  # [all tokens, hidden]
+
+    @property
+    def nbytes(self) -> int:
+        return self.flat.numel() * self.flat.element_size()
+
+    def gather(self, rows: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The cached hidden states of ``rows``, padded like ``attention_mask`` (zeros where it is
+        0: padded positions never reach a valid one, as attention and pooling mask them out)."""
+        rows = rows.to(self.lengths.device)
+        lengths = self.lengths[rows]  # [batch]
+        width = attention_mask.shape[1]
+        pos = torch.arange(width, device=rows.device)  # [width]
+        valid = pos.unsqueeze(0) < lengths.unsqueeze(1)  # [batch, width]
+        source = (self.offsets[rows].unsqueeze(1) + pos.unsqueeze(0))[valid]  # [valid tokens]
+        out = self.flat.new_zeros(len(rows), width, self.flat.shape[-1])
+        out[valid] = self.flat[source]
+        return out
 
 
 class BucketBatchSampler(Sampler[list[int]]):
@@ -353,20 +418,57 @@ class AdapterClassifier(L.LightningModule):
         )
         self.strict_loading = False  # checkpoints hold the trainable tensors only
         self._val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.caches: dict[str, FrozenPrefixCache] = {}  # "train"/"val" -> cache, during fit
         freeze_base_dropout(model)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         logits: torch.Tensor = self.model(input_ids=input_ids, attention_mask=attention_mask)
         return logits
 
+    def logits(self, batch: Mapping[str, torch.Tensor], split: str = "train") -> torch.Tensor:
+        """The model's logits for ``batch``; from the frozen-prefix cache of ``split`` when there is
+        one (``train.cache_frozen``), which gives the same logits with fewer layers run."""
+        cache = self.caches.get(split)
+        if cache is None or "rows" not in batch:
+            return self.forward(batch["input_ids"], batch["attention_mask"])
+        mask = batch["attention_mask"]
+        hidden = cache.gather(batch["rows"], mask)
+        logits: torch.Tensor = self.model.head(self.model.embed_from(hidden, mask, cache.layers))
+        return logits
+
+    def build_caches(self, data: TweetDataModule) -> None:
+        """Fill the frozen-prefix caches of ``data``'s train and val rows (see
+        :class:`FrozenPrefixCache`); nothing when no leading layer is frozen and adapter-free."""
+        self.caches = {}
+        layers = frozen_prefix(self.model)
+        if not self.tp.cache_frozen or layers == 0:
+            return
+        trainer = self._trainer
+        context = trainer.precision_plugin.forward_context() if trainer else nullcontext()
+        pad = int(data.tokenizer.pad_token_id or 0)
+        with context:
+            for split, rows in (("train", data.train_rows), ("val", data.val_rows)):
+                if len(rows):
+                    self.caches[split] = FrozenPrefixCache(
+                        self.model, layers, rows.ids, pad_id=pad, device=self.device
+                    )
+
+    def on_fit_start(self) -> None:
+        data = getattr(self.trainer, "datamodule", None)
+        if isinstance(data, TweetDataModule):
+            self.build_caches(data)
+
+    def on_fit_end(self) -> None:
+        self.caches = {}
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        logits = self(batch["input_ids"], batch["attention_mask"])
+        logits = self.logits(batch, "train")
         loss = nn.functional.cross_entropy(logits.float(), batch["labels"])
         self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        logits = self(batch["input_ids"], batch["attention_mask"]).float()
+        logits = self.logits(batch, "val").float()
         loss = nn.functional.cross_entropy(logits, batch["labels"], reduction="none")
         self._val.append((loss.detach().cpu(), logits.argmax(-1).cpu(), batch["labels"].cpu()))
 
@@ -505,6 +607,8 @@ def build_trainer(
             mode=tp.early_stopping.mode,
             patience=tp.early_stopping.patience,
             min_delta=tp.early_stopping.min_delta,
+            # judge after each validation only: a run that max_steps ends mid-epoch has none
+            check_on_train_epoch_end=False,
         )
     ]
     if checkpoint_dir is not None:

@@ -20,6 +20,7 @@ __all__ = ["build_parser", "main"]
 
 # Modules that contribute subcommands, in the order they appear in ``mlra --help``.
 COMMAND_MODULES = (
+    "mlra.cli.pipeline",
     "mlra.cli.data",
     "mlra.cli.train",
     "mlra.cli.demo",

@@ -55,6 +55,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _params_option(p)
     p.add_argument("--store", type=Path, help="feedback store (default: data.feedback_dir)")
     p.add_argument("--json", action="store_true", help="end with one JSON line of totals")
+    _actor_option(p)
     p.set_defaults(func=_ingest)
 
     p = sub.add_parser(
@@ -70,6 +71,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--metrics", type=Path, help="also write summary numbers as a metrics JSON")
     p.add_argument("--no-docs", action="store_true", help="skip the Data Docs site (faster)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _actor_option(p)
     p.set_defaults(func=_validate)
 
 
@@ -77,6 +79,10 @@ def _params_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--params", type=Path, default=Path("params.yaml"), help="parameter file (params.yaml)"
     )
+
+
+def _actor_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--actor", default="pipeline", help="who runs this, for the audit trail")
 
 
 def _load(args: argparse.Namespace) -> Params:
@@ -177,6 +183,11 @@ def _ingest(args: argparse.Namespace) -> int:
 
         result = ingest(files, store, params, progress=advance)
     elapsed = time.perf_counter() - started
+    if result.batch is not None:  # something new was read: record it (a re-run adds nothing)
+        from mlra.audit import default_trail
+        from mlra.events import record_ingest
+
+        record_ingest(default_trail(), args.actor, result)
 
     table = Table(title=f"ingest → {store}" + (f" (batch {result.batch})" if result.batch else ""))
     for column, justify in (("file", "left"), ("status", "left"), ("read", "right")):
@@ -219,6 +230,10 @@ def _validate(args: argparse.Namespace) -> int:
             data_docs=not args.no_docs,
             raise_on_failure=False,
         )
+    from mlra.audit import default_trail
+    from mlra.events import record_validation
+
+    record_validation(default_trail(), args.actor, report, args.out / "report.json")
     if args.metrics:
         _write_json(args.metrics, report.metrics())
     if args.json:

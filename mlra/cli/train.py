@@ -96,6 +96,7 @@ def _train(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from mlra.audit import default_trail
+    from mlra.events import record_training
     from mlra.training import train
 
     console = Console(stderr=True)
@@ -113,22 +114,7 @@ def _train(args: argparse.Namespace) -> int:
     if not result.adapter_sha256:  # a DDP worker: rank 0 reports
         return 0
     meta = result.metadata
-    default_trail().append(
-        _actor(args.actor),
-        "training",
-        {"artifact": str(result.adapter_dir), "adapter_sha256": result.adapter_sha256},
-        {
-            "params_hash": meta["params_hash"],
-            "data_hash": meta["data_hash"],
-            "git_commit": meta["git_commit"],
-            "seed": meta["seed"],
-            "steps": meta["steps"],
-            "val_metrics": meta["val_metrics"],
-            "resumed_from": result.resumed_from,
-            "mlflow_run_id": result.mlflow_run_id,
-            "overrides": overrides,
-        },
-    )
+    record_training(default_trail(), _actor(args.actor), result, overrides)
     val = meta["val_metrics"]
     console.print(
         f"trained {meta['steps']} steps on {meta['rows']['train']:,} rows in {seconds:.0f} s "
@@ -158,6 +144,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from mlra.audit import default_trail
     from mlra.evaluation import evaluate, write_outputs
+    from mlra.events import record_evaluation
 
     started = time.perf_counter()
     candidate = args.candidate or Path(params.train.out_dir)
@@ -175,24 +162,13 @@ def _evaluate(args: argparse.Namespace) -> int:
         cells += [f"{s[m].macro_f1:.3f} ({s[m].accuracy:.2f})" for m in result.models]
         cells.append(f"{s['candidate'].macro_f1 - s['base'].macro_f1:+.3f}")
         table.add_row(*cells)
-    console = Console(stderr=not args.json)
+    console = Console(stderr=args.json)  # --json: stdout holds only the JSON
     console.print(table)
     console.print(
         f"metrics → {ep.metrics_file}, table → {ep.report_file}, {len(plots)} plots → "
         f"{ep.plots_dir}/ ({seconds:.0f} s)"
     )
-    overall = result.slices[result.overall].scores
-    default_trail().append(
-        _actor(args.actor),
-        "evaluation",
-        {"artifact": result.info["candidate"], "adapter_sha256": result.info["candidate_sha256"]},
-        {
-            "metrics_file": str(ep.metrics_file),
-            "champion": result.info["champion"],
-            "overall_macro_f1": {m: overall[m].macro_f1 for m in result.models},
-            "golden_rows": result.info["golden_rows"],
-        },
-    )
+    record_evaluation(default_trail(), _actor(args.actor), result, ep.metrics_file)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, sort_keys=True))
     return 0

@@ -28,7 +28,7 @@ from mlra.data.source import LABELS
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["FEEDBACK_FIELDS", "simulate"]
+__all__ = ["FEEDBACK_FIELDS", "simulate", "simulate_next"]
 
 FEEDBACK_FIELDS: Final = ("id", "text", "label", "domain", "source", "created_at")
 _OPERATORS: Final = ("operator:ana", "operator:bo", "operator:chen", "operator:dee")
@@ -43,8 +43,10 @@ def simulate(
     out_dir: str | Path | None = None,
     corpus: pd.DataFrame | None = None,
     batches: int | None = None,
+    first: int = 0,
 ) -> list[Path]:
-    """Write ``feedback-YYYY-MM-DD.{jsonl,csv}`` files under ``out_dir`` (default the inbox).
+    """Write ``feedback-YYYY-MM-DD.{jsonl,csv}`` files under ``out_dir`` (default the inbox):
+    batches ``first`` to ``first + batches - 1`` (default ``feedback.batches`` of them).
 
     Returns the paths written. Fewer rows are written when the pool runs out.
     """
@@ -59,7 +61,7 @@ def simulate(
     n_batches = cfg.batches if batches is None else batches
 
     written: list[Path] = []
-    for b in range(n_batches):
+    for b in range(first, first + n_batches):
         part = pool.iloc[b * cfg.rows_per_batch : (b + 1) * cfg.rows_per_batch]
         if part.empty:
             break
@@ -103,3 +105,25 @@ def simulate(
         os.replace(tmp, path)
         written.append(path)
     return written
+
+
+def simulate_next(
+    params: Params, out_dir: str | Path | None = None, corpus: pd.DataFrame | None = None
+) -> Path | None:
+    """Write the first simulated batch that is neither in ``out_dir`` nor already ingested into
+    the feedback store (by file name): the next week's feedback. None when the pool ran out."""
+    from mlra.data.ingest import load_ledger
+
+    out = Path(out_dir if out_dir is not None else params.data.inbox_dir)
+    seen = {f["name"] for b in load_ledger(params.data.feedback_dir)["batches"] for f in b["files"]}
+    if out.is_dir():
+        seen |= {p.name for p in out.iterdir()}
+    cfg = params.feedback
+    b = 0
+    while True:
+        day = cfg.start_date + dt.timedelta(days=b * cfg.every_days)
+        if {f"feedback-{day.isoformat()}.jsonl", f"feedback-{day.isoformat()}.csv"} & seen:
+            b += 1
+            continue
+        written = simulate(params, out, corpus, batches=1, first=b)
+        return written[0] if written else None

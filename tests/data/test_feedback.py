@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mlra.data.feedback import simulate
+from mlra.data.feedback import simulate, simulate_next
 from mlra.data.ingest import ingest, load_accepted
 from mlra.data.splits import SPLITS, feedback_pool, load_split, prepare
 from tests.data.synthetic import replace, small_params, synthetic_corpus
@@ -79,3 +79,18 @@ def test_cli_simulate_then_ingest(tmp_path: Path, capsys: Any) -> None:
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (summary["read"], summary["accepted"], summary["quarantined"]) == (80, 80, 0)
     assert main(["feedback", "simulate", "--params", str(params_file), "--batches", "0"]) == 1
+
+
+def test_simulate_next_writes_the_week_after_what_was_ingested(tmp_path: Path) -> None:
+    params = small_params(tmp_path)
+    corpus = synthetic_corpus(200)
+    inbox = Path(params.data.inbox_dir)
+    first = simulate_next(params, corpus=corpus)
+    assert first is not None and first.name == "feedback-2026-01-05.jsonl"
+    assert simulate_next(params, corpus=corpus).name == "feedback-2026-01-12.csv"  # type: ignore[union-attr]
+    ingest([inbox], params.data.feedback_dir, params)
+    for path in inbox.iterdir():  # ingested files leave the inbox; the ledger remembers them
+        path.unlink()
+    third = simulate_next(params, corpus=corpus)
+    assert third is not None and third.name == "feedback-2026-01-19.jsonl"
+    assert third.read_bytes() == simulate(params, tmp_path / "all", corpus)[2].read_bytes()

@@ -1,0 +1,92 @@
+"""Flows for manual use and for the schedule: promote, roll back, and retrain when enough new
+feedback arrived (``mlra-retrain-if-due``, what ``mlra schedule`` serves on its cron)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from flows import tasks
+from flows.retrain import retrain
+from mlra.audit import default_trail
+from mlra.config import load_params
+
+__all__ = ["last_trained_feedback_rows", "promote_flow", "retrain_if_due", "rollback_flow"]
+
+
+@flow(name="mlra-promote", log_prints=True)
+def promote_flow(version: str, by: str, params: str = "params.yaml") -> dict[str, Any]:
+    """Make ``version`` the champion: the gates again, and an approval unless the policy is
+    automatic (``mlra approve`` records one). Refusals end the run Failed, naming the gate."""
+    p = load_params(params)
+    move = tasks.with_retries(tasks.promote_version, p)(p, version, by)
+    text = f"v{move.version} is champion (was {_v(move.previous)}; approved by {move.approver})"
+    create_markdown_artifact(markdown=f"# mlra promote\n\n{text}\n", key="mlra-promotion")
+    return {"champion": move.version, "previous": move.previous, "approver": move.approver}
+
+
+@flow(name="mlra-rollback", log_prints=True)
+def rollback_flow(by: str, reason: str, params: str = "params.yaml") -> dict[str, Any]:
+    """Move ``champion`` back to the version it replaced."""
+    p = load_params(params)
+    move = tasks.with_retries(tasks.rollback_champion, p)(p, by, reason)
+    text = f"champion is v{move.version} again (was v{move.previous}); by {by}: {reason}"
+    create_markdown_artifact(markdown=f"# mlra rollback\n\n{text}\n", key="mlra-rollback")
+    return {"champion": move.version, "previous": move.previous}
+
+
+def last_trained_feedback_rows() -> int | None:
+    """Accepted feedback rows in the store when the newest training started (from the audit
+    trail's training records); None when nothing was trained yet."""
+    for record in reversed(default_trail().records()):
+        if record.action == "training" and "feedback_rows" in record.details:
+            return int(record.details["feedback_rows"])
+    return None
+
+
+@flow(name="mlra-retrain-if-due", log_prints=True)
+def retrain_if_due(
+    params: str = "params.yaml", inbox: str | None = None, actor: str = "schedule"
+) -> dict[str, Any]:
+    """Ingest what arrived; retrain (the ``mlra-retrain`` flow, as a subflow) when at least
+    ``pipeline.min_new_rows`` accepted feedback rows arrived since the newest trained version."""
+    p = load_params(params)
+    log = get_run_logger()
+    inbox_dir = Path(inbox or p.data.inbox_dir)
+    tasks.ingest_feedback(p, inbox_dir, actor)
+    accepted = tasks.accepted_rows(p)
+    last = last_trained_feedback_rows()
+    new = accepted - (last or 0)
+    due = new >= p.pipeline.min_new_rows
+    default_trail().append(
+        actor,
+        "retrain_check",
+        {"feedback_store": p.data.feedback_dir},
+        {
+            "accepted_rows": accepted,
+            "at_last_training": last,
+            "new_rows": new,
+            "min_new_rows": p.pipeline.min_new_rows,
+            "outcome": "due" if due else "not due",
+        },
+    )
+    verdict = (
+        f"{new} accepted feedback rows since the last trained version "
+        f"({'none yet' if last is None else f'{last} then, {accepted} now'}); threshold "
+        f"{p.pipeline.min_new_rows}: {'retraining' if due else 'not due'}"
+    )
+    log.info(verdict)
+    create_markdown_artifact(
+        markdown=f"# mlra retrain check\n\n{verdict}\n", key="mlra-retrain-check"
+    )
+    if not due:
+        return {"due": False, "new_rows": new}
+    result = retrain(params=params, inbox=str(inbox_dir), simulate=False, actor=actor)
+    return {"due": True, "new_rows": new, "retrain": result}
+
+
+def _v(version: str | None) -> str:
+    return f"v{version}" if version else "none"

@@ -1,0 +1,207 @@
+"""The pipeline commands: ``mlra run`` (the README's main job: one retrain, end to end) and
+``mlra schedule`` (serve the scheduled retrain check on params.yaml's cron).
+
+Both run Prefect flows (``flows/``), imported inside the handlers: ``mlra --help`` stays fast and
+the library itself never imports Prefect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from mlra.errors import ConfigError
+
+OUTCOME_STYLE = {
+    "promoted": "bold green",
+    "awaiting_approval": "bold yellow",
+    "gate_failed": "bold yellow",
+    "rejected": "bold yellow",
+    "promotion_refused": "bold yellow",
+    "validation_failed": "bold red",
+}
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "run",
+        help="the retraining pipeline once, end to end (Prefect flow mlra-retrain)",
+        description="Ingest the feedback waiting in the inbox (simulating the next batch when "
+        "none waits), prepare and validate the data, train an adapter, evaluate it against the "
+        "base model and the champion, register it in MLflow, run the promotion gates and promote "
+        "it as the policy says. Runs on Prefect's temporary server unless PREFECT_API_URL is set; "
+        "MLflow on $MLFLOW_TRACKING_URI, else .mlra/mlruns.db.",
+    )
+    p.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
+    p.add_argument("--inbox", default=None, help="feedback folder (default: data.inbox_dir)")
+    p.add_argument(
+        "--no-simulate",
+        action="store_true",
+        help="do not simulate a feedback batch when the inbox has none",
+    )
+    p.add_argument("--actor", default="pipeline", help="who runs this, for the audit trail")
+    p.add_argument(
+        "--approval-timeout",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="how long to wait for a person's approval (default: pipeline.approval_timeout_s)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no training progress bar")
+    p.add_argument("--json", action="store_true", help="end with one JSON line of the summary")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser(
+        "schedule",
+        help="serve the scheduled retrain check (mlra-retrain-if-due) on params.yaml's cron",
+        description="Serve the flow mlra-retrain-if-due as a deployment on pipeline.schedule: at "
+        "each tick it ingests what arrived and retrains when at least pipeline.min_new_rows new "
+        "accepted rows came since the last trained version. Runs until interrupted. Needs a "
+        "Prefect server that outlives it (PREFECT_API_URL; `prefect server start` or "
+        "infra/local); prefect.yaml holds the same deployments for work pools.",
+    )
+    p.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
+    p.add_argument("--cron", default=None, help="override pipeline.schedule (5-field cron, UTC)")
+    p.add_argument("--inbox", default=None, help="feedback folder (default: data.inbox_dir)")
+    p.set_defaults(func=_schedule)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from mlra.config import load_params
+
+    params = load_params(args.params)  # bad params fail here, before Prefect starts
+    console = Console(stderr=args.json, highlight=False)
+    server = os.environ.get("PREFECT_API_URL") or "Prefect's temporary server"
+    console.print(
+        f"[bold]mlra run[/]: the retrain flow on {server}; MLflow at "
+        f"{_tracking()}; model {params.registry.model_name}"
+    )
+    started = time.perf_counter()
+    from flows import retrain
+
+    state = retrain(
+        params=str(args.params),
+        inbox=args.inbox,
+        simulate=False if args.no_simulate else None,
+        actor=args.actor,
+        progress_bar=not args.no_progress,
+        approval_timeout_s=args.approval_timeout,
+        return_state=True,
+    )
+    seconds = time.perf_counter() - started
+    if state.is_failed():
+        error = state.result(raise_on_failure=False)
+        console.print(f"[bold red]the retrain failed[/]: {error}")
+        console.print(
+            "nothing was promoted; the audit trail records what ran (`mlra audit show`); "
+            "the validation report is reports/validation/report.json when validation failed"
+        )
+        if args.json:
+            print(json.dumps({"outcome": "failed", "error": str(error), "seconds": seconds}))
+        return 1
+    summary: dict[str, Any] = state.result()
+    _print_summary(console, summary, seconds)
+    if args.json:
+        print(json.dumps({**summary, "seconds": round(seconds, 1)}, default=str))
+    return 0
+
+
+def _tracking() -> str:
+    from mlra._env import tracking_uri
+    from mlra.audit import redact
+
+    return str(redact(tracking_uri()))
+
+
+def _print_summary(console: Any, s: dict[str, Any], seconds: float) -> None:
+    from rich.table import Table
+
+    from flows.retrain import mlflow_link
+
+    if s["slices"]:
+        models = [k.removesuffix(" macro-F1") for k in s["slices"][0] if k.endswith("macro-F1")]
+        table = Table(title="golden-set macro-F1 per slice (never trained on)")
+        columns = ["slice", "rows", *models, "Δ vs base"] + (
+            ["Δ vs champion"] if "champion" in models else []
+        )
+        for column in columns:
+            table.add_column(column, justify="left" if column == "slice" else "right")
+        for row in s["slices"]:
+            cells = [str(row["slice"]), f"{row['rows']:,}"]
+            cells += [f"{row[f'{m} macro-F1']:.3f}" for m in models]
+            cells += [f"{row['Δ vs base']:+.3f}"]
+            if "champion" in models:
+                cells += [f"{row['Δ vs champion']:+.3f}"]
+            table.add_row(*cells)
+        console.print(table)
+    style = OUTCOME_STYLE.get(s["outcome"], "bold")
+    decision = f": {s['decision']}" if s["decision"] else ""
+    console.print(f"outcome: [{style}]{s['outcome']}[/]{decision}")
+    if s["simulated"]:
+        console.print(f"feedback: simulated {s['simulated']}")
+    ingested = s["ingested"]
+    console.print(
+        f"data: {ingested.get('read', 0)} rows read, {ingested.get('accepted', 0)} accepted, "
+        f"{ingested.get('quarantined', 0)} quarantined; {s['feedback_rows']} accepted feedback "
+        f"rows in all; validation {s['validation']}"
+    )
+    if s["version"]:
+        console.print(
+            f"registered: {s['model']} v{s['version']} (run {s['run_id']}); champion "
+            f"{_v(s['champion_before'])} → {_v(s['champion_after'])}; "
+            f"{s['steps']} training steps in {s['train_seconds']} s"
+        )
+    console.print(f"total: {seconds:.0f} s\n\n[bold]where to look[/]")
+    prefect_home = os.environ.get("PREFECT_HOME", ".mlra/prefect")
+    looks = [
+        ("status", "mlra status"),
+        ("audit trail", "mlra audit verify; mlra audit show"),
+        ("MLflow UI", mlflow_link(s["tracking_uri"], s["model"], s["version"] or "1")
+         if s["version"] else f"mlflow ui --backend-store-uri {s['tracking_uri']}"),
+        ("Prefect UI", os.environ.get("PREFECT_API_URL", "").removesuffix("/api")
+         or f"PREFECT_HOME={prefect_home} prefect server start, then http://127.0.0.1:4200"),
+        ("evaluation", "metrics/eval.md, plots/*.png"),
+        ("validation", str(s["validation_report"] or "reports/validation/report.json")),
+    ]  # fmt: skip
+    for key, value in looks:
+        console.print(f"  {key + ':':<13} {value}")
+    if s["outcome"] == "awaiting_approval":
+        console.print(
+            f"\nv{s['version']} waits for a person: `mlra approve {s['version']} --by NAME "
+            f"--reason TEXT`, then `mlra promote {s['version']}`"
+        )
+
+
+def _v(version: str | None) -> str:
+    return f"v{version}" if version else "none"
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    from mlra.config import load_params
+
+    params = load_params(args.params)
+    if not os.environ.get("PREFECT_API_URL"):
+        raise ConfigError(
+            "`mlra schedule` serves a deployment, which needs a Prefect server that outlives it: "
+            "start one (`prefect server start`, or infra/local/start.sh) and set PREFECT_API_URL"
+        )
+    cron = args.cron or params.pipeline.schedule
+    from mlra.config import PipelineParams
+
+    PipelineParams(**{**params.pipeline.__dict__, "schedule": cron})  # checks --cron
+    from flows import retrain_if_due
+
+    retrain_if_due.serve(
+        name="mlra-retrain-if-due",
+        cron=cron,
+        parameters={"params": str(Path(args.params).resolve()), "inbox": args.inbox},
+        description="Retrain when enough new accepted feedback arrived (mlra schedule)",
+        tags=["mlra"],
+    )
+    return 0
