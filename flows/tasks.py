@@ -41,6 +41,7 @@ _TRANSIENT_TEXT: Final = (
     "timed out",
     "temporarily unavailable",
     "database is locked",
+    "resource_already_exists",  # a concurrent writer created it first: the retry finds it
     "502",
     "503",
     "504",

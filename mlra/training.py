@@ -775,6 +775,7 @@ def _mlflow_logger(tp: TrainParams, tags: Mapping[str, Any]) -> Logger:
 
     # a tracking server decides where artifacts go; the embedded SQLite store uses the project's
     local = not os.environ.get("MLFLOW_TRACKING_URI")
+    _ensure_experiment(tp.experiment, tracking_uri(), artifact_root().as_uri() if local else None)
     return MLFlowLogger(
         experiment_name=tp.experiment,
         tracking_uri=tracking_uri(),
@@ -782,6 +783,22 @@ def _mlflow_logger(tp: TrainParams, tags: Mapping[str, Any]) -> Logger:
         run_name=f"train-{tp.adapter_name}",
         tags={k: str(v) for k, v in tags.items()},
     )
+
+
+def _ensure_experiment(name: str, uri: str, artifact_location: str | None) -> None:
+    """Create the MLflow experiment unless it exists. Two trainings that start at once on a
+    shared server both find it missing; the loser's create fails, and it finds the winner's."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=uri)
+    if client.get_experiment_by_name(name) is not None:
+        return
+    try:
+        client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException:
+        if client.get_experiment_by_name(name) is None:
+            raise
 
 
 def train(
