@@ -194,10 +194,7 @@ def embed_texts(
     parts = []
     for batch in batches(tokenizer, [texts[i] for i in order], batch_size, max_length):
         parts.append(model.embed(**{k: v.to(device) for k, v in batch.items()}).float().cpu())
-    sorted_out = torch.cat(parts)
-    out = torch.empty_like(sorted_out)
-    out[torch.tensor(order)] = sorted_out
-    return out
+    return _in_input_order(torch.cat(parts), order)
 
 
 def adapter_free_layers(model: SentenceClassifier) -> int:
@@ -255,14 +252,7 @@ def embed_texts_per_setting(
                     else model.embed_from(hidden, mask, shared)
                 )
             parts[j].append(emb.float().cpu())
-    index = torch.tensor(order)
-    out = []
-    for chunks in parts:
-        sorted_out = torch.cat(chunks)
-        unsorted = torch.empty_like(sorted_out)
-        unsorted[index] = sorted_out
-        out.append(unsorted)
-    return out
+    return [_in_input_order(torch.cat(chunks), order) for chunks in parts]
 
 
 def fit_head(
@@ -313,8 +303,13 @@ def predict(
         model(**{k: v.to(device) for k, v in b.items()}).argmax(-1).cpu()
         for b in batches(tokenizer, [texts[i] for i in order], batch_size, max_length)
     ]
-    out = torch.empty(len(texts), dtype=torch.long)
-    out[torch.tensor(order)] = torch.cat(parts)
+    return _in_input_order(torch.cat(parts), order)
+
+
+def _in_input_order(rows: torch.Tensor, order: Sequence[int]) -> torch.Tensor:
+    """``rows`` computed in ``order`` (row k is input ``order[k]``), put back in input order."""
+    out = torch.empty_like(rows)
+    out[torch.tensor(order)] = rows
     return out
 
 
