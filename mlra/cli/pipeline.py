@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mlra.cli.train import _params_option as params_option
 from mlra.errors import ConfigError
 
 OUTCOME_STYLE = {
@@ -36,7 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "it as the policy says. Runs on Prefect's temporary server unless PREFECT_API_URL is set; "
         "MLflow on $MLFLOW_TRACKING_URI, else .mlra/mlruns.db.",
     )
-    p.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
+    params_option(p)
     p.add_argument("--inbox", default=None, help="feedback folder (default: data.inbox_dir)")
     p.add_argument(
         "--no-simulate",
@@ -64,7 +65,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "Prefect server that outlives it (PREFECT_API_URL; `prefect server start` or "
         "infra/local); prefect.yaml holds the same deployments for work pools.",
     )
-    p.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
+    params_option(p)
     p.add_argument("--cron", default=None, help="override pipeline.schedule (5-field cron, UTC)")
     p.add_argument("--inbox", default=None, help="feedback folder (default: data.inbox_dir)")
     p.set_defaults(func=_schedule)
