@@ -162,7 +162,9 @@ def test_sql_backend_catches_tampering(tmp_path: Path) -> None:
     assert trail.verify().intact
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE mlra_audit SET record = replace(record, 'f1', 'f9')"))
+        conn.execute(
+            sa.text("UPDATE mlra_audit SET record = replace(record, 'f1.jsonl', 'f9.jsonl')")
+        )
     result = trail.verify()
     assert not result.intact and result.first_bad == 1
 
