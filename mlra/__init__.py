@@ -1,8 +1,9 @@
 """mlra: modular low-rank adapters for any PyTorch model, and an auditable retraining pipeline.
 
-The library surface (see README.md and DESIGN.md): inject adapters into chosen ``nn.Linear``
-layers, hold many named adapters, switch/weight/compose them, route each row of a batch to its own
-adapter, merge and unmerge exactly, and save each adapter as a hashed, PEFT-compatible artifact.
+The library surface (see README.md and DESIGN.md): inject adapters into chosen layers
+(``nn.Linear``, GPT-2's ``Conv1D``, convolutions, embeddings), hold many named adapters,
+switch/weight/compose them, route each row of a batch to its own adapter, merge and unmerge
+exactly, and save each adapter as a hashed, PEFT-compatible artifact.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdapterLayer",
     "AdapterSpec",
     "LowRankLinear",
     "__version__",
@@ -28,6 +30,7 @@ __all__ = [
     "mark_trainable",
     "merge",
     "remove_adapter",
+    "reset_adapter_parameters",
     "route",
     "save_adapter",
     "set_active",
@@ -41,6 +44,7 @@ _ARTIFACT_API = {"inspect_adapter", "load_adapter", "save_adapter"}
 
 if TYPE_CHECKING:
     from mlra.adapters import (
+        AdapterLayer,
         AdapterSpec,
         LowRankLinear,
         active_adapters,
@@ -54,6 +58,7 @@ if TYPE_CHECKING:
         mark_trainable,
         merge,
         remove_adapter,
+        reset_adapter_parameters,
         route,
         set_active,
         unload,

@@ -137,10 +137,10 @@ def frozen_prefix(model: SentenceClassifier) -> int:
         return 0
 
     def fixed(module: nn.Module) -> bool:
-        from mlra.adapters.layer import LowRankLinear
+        from mlra.adapters.layer import AdapterLayer
 
         return not any(p.requires_grad for p in module.parameters()) and not any(
-            isinstance(m, LowRankLinear) or (isinstance(m, nn.Dropout) and m.training and m.p > 0)
+            isinstance(m, AdapterLayer) or (isinstance(m, nn.Dropout) and m.training and m.p > 0)
             for m in module.modules()
         )
 
@@ -202,14 +202,16 @@ def adapter_free_layers(model: SentenceClassifier) -> int:
     layers compute the same function (0 for an encoder that is not a ``BertModel``)."""
     from transformers import BertModel
 
-    from mlra.adapters.layer import LowRankLinear
+    from mlra.adapters.layer import AdapterLayer
 
     encoder = model.encoder
     if not isinstance(encoder, BertModel) or encoder.config.is_decoder:
         return 0
+    if any(isinstance(m, AdapterLayer) for m in encoder.embeddings.modules()):
+        return 0  # an adapter on the embeddings changes every layer's input
     count = 0
     for layer in model._layers():
-        if any(isinstance(m, LowRankLinear) for m in layer.modules()):
+        if any(isinstance(m, AdapterLayer) for m in layer.modules()):
             break
         count += 1
     return count

@@ -135,3 +135,42 @@ def test_modules_to_save_travel_both_ways(tmp_path: Path) -> None:
         diff = (model(_ids()) - expected).abs().max().item()
     _report("PEFT -> mlra (with modules_to_save)", diff)
     assert diff < TOL
+
+
+def test_gpt2_and_embedding_adapters_use_peft_names_and_flags(tmp_path: Path) -> None:
+    """GPT-2's Conv1D stores weights in × out: PEFT marks such adapters ``fan_in_fan_out=True``
+    (mlra used to refuse them); embedding adapters use PEFT's ``lora_embedding_A/B`` names."""
+    from safetensors.torch import load_file
+
+    from tests.adapters.cases import tiny_gpt2
+
+    torch.manual_seed(0)
+    config = peft.LoraConfig(r=2, lora_alpha=4, target_modules=["c_attn", "wte"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "fan_in_fan_out is set to False but ... Conv1D"
+        theirs = peft.get_peft_model(tiny_gpt2(), config).eval()
+    _randomise_b(theirs)
+    with torch.no_grad():
+        for name, p in theirs.named_parameters():
+            if "lora_embedding_A" in name:
+                p.normal_()  # PEFT starts embedding A at zero
+    theirs.save_pretrained(tmp_path / "p")
+    saved = json.loads((tmp_path / "p" / "adapter_config.json").read_text())
+    assert saved["fan_in_fan_out"] is True
+    ids = _ids() % 50
+    torch.manual_seed(0)
+    ours = tiny_gpt2().eval()
+    with pytest.warns(UserWarning, match="no manifest"):
+        mlra.load_adapter(ours, tmp_path / "p", strict=False)
+    with torch.no_grad():
+        expected = theirs(input_ids=ids).last_hidden_state
+        diff = (ours(input_ids=ids).last_hidden_state - expected).abs().max().item()
+    _report("PEFT -> mlra (GPT-2 Conv1D + embedding)", diff)
+    assert diff < TOL
+
+    mlra.save_adapter(ours, "default", tmp_path / "m")
+    written = json.loads((tmp_path / "m" / "adapter_config.json").read_text())
+    assert written["fan_in_fan_out"] is True
+    assert set(load_file(tmp_path / "m" / "adapter_model.safetensors")) == set(
+        load_file(tmp_path / "p" / "adapter_model.safetensors")
+    )

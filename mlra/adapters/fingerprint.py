@@ -15,9 +15,10 @@ from typing import TypedDict
 import torch
 from torch import nn
 
-from mlra.adapters.layer import LowRankLinear
+from mlra.adapters.base import AdapterLayer, tensor_of
+from mlra.adapters.kinds import adapter_class
 from mlra.adapters.model import adapter_modules, lowrank_layers
-from mlra.errors import TargetNotFoundError
+from mlra.errors import ConfigError, TargetNotFoundError
 
 __all__ = ["ModuleDigest", "combine", "fingerprint", "module_digests"]
 
@@ -33,22 +34,29 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
     return flat.view(torch.uint8).numpy().tobytes()
 
 
-def _base_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
-    if isinstance(module, LowRankLinear):
+def _base_tensors(name: str, module: nn.Module) -> dict[str, torch.Tensor]:
+    if isinstance(module, AdapterLayer):
         tensors = {"weight": module.base_weight}
         base = module.base_layer
-    elif isinstance(module, nn.Linear):
-        tensors = {"weight": module.weight}
+    elif adapter_class(module) is not None:
+        tensors = {"weight": tensor_of(module)}
         base = module
     else:
-        raise TargetNotFoundError(f"{type(module).__name__} is not an nn.Linear")
-    if base.bias is not None:
-        tensors["bias"] = base.bias
+        raise TargetNotFoundError(f"{name!r} is a {type(module).__name__}, not an adaptable layer")
+    bias = getattr(base, "bias", None)
+    if isinstance(bias, torch.Tensor):
+        tensors["bias"] = bias
+    for key, t in tensors.items():
+        if t.is_meta:
+            raise ConfigError(
+                f"{name}.{key} is on the meta device (no values to hash or save); materialise "
+                "the model first (load its weights, or to_empty() and initialise them)"
+            )
     return tensors
 
 
 def module_digests(model: nn.Module, names: Iterable[str]) -> dict[str, ModuleDigest]:
-    """Per-module digests of the base weights of the named ``nn.Linear`` modules."""
+    """Per-module digests of the base weights of the named adaptable modules."""
     digests: dict[str, ModuleDigest] = {}
     for name in names:
         try:
@@ -56,7 +64,7 @@ def module_digests(model: nn.Module, names: Iterable[str]) -> dict[str, ModuleDi
         except AttributeError as exc:
             raise TargetNotFoundError(f"the model has no module {name!r}") from exc
         h = hashlib.sha256()
-        tensors = _base_tensors(module)
+        tensors = _base_tensors(name, module)
         for key, t in tensors.items():
             h.update(f"{key}|{tuple(t.shape)}|{t.dtype}|".encode())
             h.update(_tensor_bytes(t))

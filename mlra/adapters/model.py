@@ -1,6 +1,6 @@
 """The adapter API over a whole model: plain functions that change the user's model in place.
 
-State lives in the ``LowRankLinear`` layers themselves (which adapters each carries, which are
+State lives in the ``AdapterLayer`` layers themselves (which adapters each carries, which are
 active, what is merged); everything model-wide is derived from them, so there is no second copy
 that could drift.
 """
@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import warnings
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from types import MappingProxyType
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
-from mlra.adapters.layer import DISABLED, LayerRoute, LowRankLinear, Overrides, overrides
+from mlra.adapters.base import AdapterLayer, keep_off_fast_path
+from mlra.adapters.kinds import wrap
 from mlra.adapters.spec import AdapterSpec
 from mlra.adapters.targets import resolve_targets
 from mlra.errors import AdapterExistsError, AdapterNotFoundError, ConfigError, MergeError
@@ -28,13 +27,12 @@ __all__ = [
     "adapter_parameters",
     "adapter_spec",
     "add_adapter",
-    "disabled",
     "is_merged",
     "lowrank_layers",
     "mark_trainable",
     "merge",
     "remove_adapter",
-    "route",
+    "reset_adapter_parameters",
     "set_active",
     "unload",
     "unmerge",
@@ -48,9 +46,9 @@ _saved_flags: weakref.WeakKeyDictionary[nn.Module, tuple[set[str], list[tuple[nn
 _saved_flags = weakref.WeakKeyDictionary()
 
 
-def lowrank_layers(model: nn.Module) -> dict[str, LowRankLinear]:
+def lowrank_layers(model: nn.Module) -> dict[str, AdapterLayer]:
     """Every adapter-carrying layer of ``model`` by its full module name, in model order."""
-    return {n: m for n, m in model.named_modules() if isinstance(m, LowRankLinear)}
+    return {n: m for n, m in model.named_modules() if isinstance(m, AdapterLayer)}
 
 
 def adapter_names(model: nn.Module) -> list[str]:
@@ -70,7 +68,7 @@ def _check_known(model: nn.Module, names: Sequence[str]) -> None:
             )
 
 
-def adapter_modules(model: nn.Module, name: str) -> dict[str, LowRankLinear]:
+def adapter_modules(model: nn.Module, name: str) -> dict[str, AdapterLayer]:
     """The layers that carry adapter ``name``, by full module name (its resolved targets)."""
     _check_known(model, [name])
     return {n: m for n, m in lowrank_layers(model).items() if name in m.specs}
@@ -91,11 +89,15 @@ def _refuse_if_merged(model: nn.Module, doing: str) -> None:
         )
 
 
-def add_adapter(model: nn.Module, name: str, spec: AdapterSpec) -> list[str]:
-    """Add adapter ``name`` to every ``nn.Linear`` that ``spec.targets`` matches, in place.
+def add_adapter(
+    model: nn.Module, name: str, spec: AdapterSpec, *, autocast_adapter_dtype: bool = True
+) -> list[str]:
+    """Add adapter ``name`` to every layer that ``spec.targets`` matches, in place.
 
     Returns the full names of the wrapped modules. The first adapter on a model becomes active;
-    later ones wait for ``set_active``.
+    later ones wait for ``set_active``. On a float16/bfloat16 base the adapter's weights are
+    float32 (as PEFT's ``autocast_adapter_dtype``); ``autocast_adapter_dtype=False`` keeps them
+    in the base layer's dtype.
     """
     if not isinstance(spec, AdapterSpec):
         raise ConfigError(f"spec must be an mlra.AdapterSpec, got {type(spec).__name__}")
@@ -110,15 +112,32 @@ def add_adapter(model: nn.Module, name: str, spec: AdapterSpec) -> list[str]:
     before = active_adapters(model)
     for full_name in targets:
         module = model.get_submodule(full_name)
-        if not isinstance(module, LowRankLinear):
-            assert isinstance(module, nn.Linear)
-            module = LowRankLinear(module).train(module.training)  # follow the model's mode
+        if not isinstance(module, AdapterLayer):
+            module = wrap(module).train(module.training)  # follow the model's mode
             module.active = dict(before)
             _replace(model, full_name, module)
-        module.add(name, spec)
+        dtype = module.weight.dtype
+        if autocast_adapter_dtype and dtype in (torch.float16, torch.bfloat16):
+            dtype = torch.float32
+        module.add(name, spec, dtype)
     if not before:
         set_active(model, name)
     return targets
+
+
+def reset_adapter_parameters(model: nn.Module, name: str) -> None:
+    """Initialise adapter ``name`` afresh (A random, B zero: the base output again).
+
+    For a model built on the meta device and materialised with ``to_empty()``, whose adapter
+    weights are uninitialised memory until this runs.
+    """
+    for layer in adapter_modules(model, name).values():
+        if layer.a_weight(name).is_meta:
+            raise ConfigError(
+                f"adapter {name!r} is still on the meta device; call model.to_empty(device=...) "
+                "first, then reset_adapter_parameters"
+            )
+        layer.reset(name)
 
 
 def remove_adapter(model: nn.Module, name: str) -> None:
@@ -160,7 +179,16 @@ def unload(model: nn.Module, *, merge: bool = False) -> nn.Module:
 
 def _replace(model: nn.Module, full_name: str, module: nn.Module) -> None:
     parent_name, _, child = full_name.rpartition(".")
-    setattr(model.get_submodule(parent_name), child, module)
+    parent = model.get_submodule(parent_name)
+    setattr(parent, child, module)
+    if isinstance(module, AdapterLayer) and any(
+        isinstance(m, nn.TransformerEncoderLayer | nn.TransformerDecoderLayer)
+        for n, m in model.named_modules()
+        if full_name.startswith(n + ".") or not n
+    ):
+        # PyTorch's fused transformer fast path reads the weights itself and would skip the
+        # adapter; it is never taken while a submodule has a forward hook.
+        module.register_forward_pre_hook(keep_off_fast_path)
 
 
 # -- which adapters compute -------------------------------------------------------------------
@@ -211,45 +239,6 @@ def active_adapters(model: nn.Module) -> dict[str, float]:
     return dict(next(iter(layers.values())).active) if layers else {}
 
 
-@contextmanager
-def _override(value: Overrides) -> Iterator[None]:
-    token = overrides.set(MappingProxyType({**overrides.get(), **value}))
-    try:
-        yield
-    finally:
-        overrides.reset(token)
-
-
-@contextmanager
-def disabled(model: nn.Module) -> Iterator[None]:
-    """Inside the block, ``model`` computes exactly its base output (this thread/task only)."""
-    _refuse_if_merged(model, "disable adapters")
-    with _override({id(layer): DISABLED for layer in lowrank_layers(model).values()}):
-        yield
-
-
-@contextmanager
-def route(model: nn.Module, rows: Sequence[str | None]) -> Iterator[None]:
-    """Inside the block, row ``i`` of each batch uses adapter ``rows[i]`` (``None``: the base).
-
-    Request-scoped: the routing belongs to this thread or asyncio task only, so concurrent
-    requests may route different batches through one shared model.
-    """
-    rows = list(rows)
-    if not rows:
-        raise ConfigError("route() needs one adapter name (or None) per row, got an empty list")
-    _check_known(model, sorted({r for r in rows if r is not None}))
-    _refuse_if_merged(model, "route rows")
-    plans: dict[int, LayerRoute] = {}
-    for layer in lowrank_layers(model).values():
-        names = tuple(dict.fromkeys(r for r in rows if r is not None and r in layer.specs))
-        index = [names.index(r) if r in names else len(names) for r in rows]
-        device = layer.base_layer.weight.device
-        plans[id(layer)] = LayerRoute(names, torch.tensor(index, dtype=torch.long, device=device))
-    with _override(plans):
-        yield
-
-
 # -- merging ----------------------------------------------------------------------------------
 
 
@@ -274,7 +263,7 @@ def merge(model: nn.Module) -> None:
             if not torch.isfinite(plan[1]).all():
                 raise MergeError(
                     f"merging {sorted(plan[0])} into {full_name!r} would produce NaN or inf "
-                    f"weights (dtype {layer.base_layer.weight.dtype}); nothing was merged"
+                    f"weights (dtype {layer.weight.dtype}); nothing was merged"
                 )
             plans[full_name] = plan
     for full_name, (weights, new_weight) in plans.items():

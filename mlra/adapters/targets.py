@@ -11,7 +11,8 @@ import re
 
 from torch import nn
 
-from mlra.adapters.layer import LowRankLinear
+from mlra.adapters.base import AdapterLayer
+from mlra.adapters.kinds import SUPPORTED, adapter_class, refusal
 from mlra.adapters.spec import AdapterSpec, Targets
 from mlra.errors import ConfigError, TargetNotFoundError
 
@@ -25,14 +26,14 @@ def matches(name: str, targets: Targets) -> bool:
 
 
 def outer_modules(model: nn.Module) -> dict[str, nn.Module]:
-    """Every named module except those inside a ``LowRankLinear`` (its base layer and adapters):
+    """Every named module except those inside an ``AdapterLayer`` (its base layer and adapters):
     the model's own modules, with the names they had before any adapter was added."""
     found: dict[str, nn.Module] = {}
     wrapped: list[str] = []
     for name, module in model.named_modules():
         if any(name.startswith(w + ".") for w in wrapped):
             continue
-        if isinstance(module, LowRankLinear):
+        if isinstance(module, AdapterLayer):
             wrapped.append(name)
         if name:
             found[name] = module
@@ -40,29 +41,33 @@ def outer_modules(model: nn.Module) -> dict[str, nn.Module]:
 
 
 def resolve_targets(model: nn.Module, spec: AdapterSpec) -> list[str]:
-    """The full names of the ``nn.Linear`` modules that ``spec`` targets, in model order.
+    """The full names of the supported layers that ``spec`` targets, in model order.
 
     Raises ``TargetNotFoundError`` (listing some names that do exist) when nothing matches, and
-    ``ConfigError`` when a target names a module that is not an ``nn.Linear``.
+    ``ConfigError`` when a target names a module that cannot carry an adapter, saying why.
     """
     candidates = outer_modules(model)
     chosen: list[str] = []
     for name, module in candidates.items():
         if not matches(name, spec.targets) or (spec.exclude and matches(name, spec.exclude)):
             continue
-        if not isinstance(module, nn.Linear | LowRankLinear):
+        if adapter_class(module) is None:
             if isinstance(spec.targets, str):
-                continue  # a regex may sweep over containers; only its Linear matches count
+                continue  # a regex may sweep over containers; only its layer matches count
             raise ConfigError(
-                f"target {name!r} is a {type(module).__name__}; adapters wrap nn.Linear layers only"
+                f"target {name!r} is a {type(module).__name__}; adapters wrap {SUPPORTED} layers"
             )
+        parent_name, _, child = name.rpartition(".")
+        why = refusal(candidates.get(parent_name, model), child, module)
+        if why is not None:
+            raise ConfigError(f"cannot put an adapter on {name!r}: {why}")
         chosen.append(name)
     if not chosen:
-        linear = [n for n, m in candidates.items() if isinstance(m, nn.Linear | LowRankLinear)]
-        leaves = sorted({n.rsplit(".", 1)[-1] for n in linear})
+        layers = [n for n, m in candidates.items() if adapter_class(m) is not None]
+        leaves = sorted({n.rsplit(".", 1)[-1] for n in layers})
         raise TargetNotFoundError(
-            f"targets={spec.targets!r} (exclude={spec.exclude!r}) matched no nn.Linear module. "
-            f"Linear layers of this model end in: {', '.join(leaves[:20]) or '(none)'}; "
-            f"for example {', '.join(linear[:5]) or '(none)'}"
+            f"targets={spec.targets!r} (exclude={spec.exclude!r}) matched no adaptable layer "
+            f"({SUPPORTED}). Such layers of this model end in: "
+            f"{', '.join(leaves[:20]) or '(none)'}; for example {', '.join(layers[:5]) or '(none)'}"
         )
     return chosen

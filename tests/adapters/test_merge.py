@@ -61,14 +61,18 @@ def test_unmerge_restores_base_weights_bit_for_bit(tiny_bert, dtype, cycles) -> 
 
 def test_merge_twice_is_a_noop_with_a_warning(tiny_bert) -> None:  # type: ignore[no-untyped-def]
     model = _adapted_bert(tiny_bert, torch.float32)
+    base = _base_weights(model)
     mlra.merge(model)
     once = _base_weights(model)
+    assert any(not torch.equal(v, base[k]) for k, v in once.items())  # the merge did something
     for _ in range(2):
         with pytest.warns(UserWarning, match="already merged"):
             mlra.merge(model)
     assert all(torch.equal(v, once[k]) for k, v in _base_weights(model).items())
     mlra.unmerge(model)
-    mlra.unmerge(model)  # unmerging an unmerged model is harmless
+    mlra.unmerge(model)  # unmerging an unmerged model is harmless: the base weights stay
+    assert not mlra.is_merged(model)
+    assert all(torch.equal(v, base[k]) for k, v in _base_weights(model).items())
 
 
 def test_a_merge_that_would_overflow_is_refused_and_changes_nothing(tiny_bert) -> None:  # type: ignore[no-untyped-def]
@@ -113,3 +117,18 @@ def test_fingerprint_ignores_merging(tiny_bert) -> None:  # type: ignore[no-unty
     twin = copy.deepcopy(model)
     mlra.merge(model)
     assert mlra.fingerprint(model) == mlra.fingerprint(twin)
+
+
+def test_the_kept_base_weight_moves_with_the_model(tiny_bert) -> None:  # type: ignore[no-untyped-def]
+    """While merged, the exact base weight is a buffer of the layer: model.to() moves and casts
+    it with the weights, so unmerge after a move restores the moved base."""
+    model = _adapted_bert(tiny_bert, torch.float32)
+    base = _base_weights(model)
+    mlra.merge(model)
+    layer = mlra.adapters.lowrank_layers(model)["encoder.layer.0.attention.self.query"]
+    assert "_unmerged_weight" in dict(layer.named_buffers())
+    assert not any("_unmerged_weight" in k for k in model.state_dict())  # not saved
+    model.to(torch.float64)
+    assert layer._unmerged_weight is not None and layer._unmerged_weight.dtype == torch.float64
+    mlra.unmerge(model)
+    assert all(torch.equal(v, base[k].double()) for k, v in _base_weights(model).items())
