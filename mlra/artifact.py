@@ -19,9 +19,10 @@ import json
 import os
 import re
 import shutil
+import stat
 import uuid
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,12 +30,16 @@ from typing import Any
 
 import safetensors.torch
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from mlra._hashing import canonical_json, sha256_hex
 from mlra.adapters import adapter_modules, adapter_names, adapter_spec, add_adapter, remove_adapter
+from mlra.adapters.base import AdapterLayer
 from mlra.adapters.fingerprint import ModuleDigest, combine, module_digests
-from mlra.adapters.layer import LowRankLinear
+from mlra.adapters.kinds import adapter_class
+from mlra.adapters.linear import LowRankConv1D, is_hf_conv1d
+from mlra.adapters.model import lowrank_layers
 from mlra.adapters.spec import AdapterSpec, Targets
 from mlra.adapters.targets import matches, outer_modules
 from mlra.errors import (
@@ -51,10 +56,12 @@ FORMAT_VERSION = 1
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 MANIFEST_FILE = "manifest.json"
+MAX_JSON_BYTES = 64 * 2**20  # manifest.json and signature.json hold hashes and metadata only
+MAX_JSON_DEPTH = 64
 _PREFIX = "base_model.model."  # PEFT's prefix: PeftModel.base_model (LoraModel).model (the user's)
 # PEFT LoRA options that change what the adapter computes and that mlra does not implement.
 _UNSUPPORTED = (
-    "use_dora", "rank_pattern", "alpha_pattern", "fan_in_fan_out", "layer_replication",
+    "use_dora", "rank_pattern", "alpha_pattern", "layer_replication",
     "lora_bias", "use_qalora", "target_parameters", "trainable_token_indices",
     "alora_invocation_tokens", "megatron_config", "velora_config", "monteclora_config",
     "use_bdlora", "arrow_config", "kasa_config",
@@ -93,13 +100,75 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Manifest:
+        """The manifest from its JSON; a missing field or one of the wrong type raises
+        ``IntegrityError`` naming it (a manifest is input like any file, not trusted code)."""
+        if not isinstance(data, Mapping):
+            raise IntegrityError(f"{MANIFEST_FILE} does not hold a JSON object")
+        missing = [f.name for f in fields(cls) if f.name not in data]
+        if missing:
+            raise IntegrityError(f"{MANIFEST_FILE} lacks the field(s) {', '.join(missing)}")
+        for key, (check, what) in _MANIFEST_FIELDS.items():
+            if not check(data[key]):
+                raise IntegrityError(
+                    f"{MANIFEST_FILE}: field {key!r} must be {what}, got "
+                    f"{type(data[key]).__name__} {_short(data[key])}"
+                )
+        absent = [t for t in data["targets"] if t not in data["base_modules"]]
+        if absent:
+            raise IntegrityError(f"{MANIFEST_FILE}: base_modules has no digest for {absent[0]!r}")
         try:
-            values = {f.name: data[f.name] for f in fields(cls)}
-            values |= {"spec": AdapterSpec.from_dict(values["spec"])}
-            values |= {k: tuple(values[k]) for k in ("targets", "modules_to_save")}
-            return cls(**values)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise IntegrityError(f"{MANIFEST_FILE} is malformed ({exc!r})") from exc
+            spec = AdapterSpec.from_dict(data["spec"])
+        except ConfigError as exc:
+            raise IntegrityError(f"{MANIFEST_FILE}: field 'spec' is invalid ({exc})") from exc
+        values = {f.name: data[f.name] for f in fields(cls)}
+        values |= {"spec": spec, "targets": tuple(data["targets"])}
+        return cls(**values | {"modules_to_save": tuple(data["modules_to_save"])})
+
+
+def _is_names(value: object) -> bool:
+    return isinstance(value, list | tuple) and all(isinstance(v, str) and v for v in value)
+
+
+def _is_hex64(value: object) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value) is not None
+
+
+def _is_digest(value: object) -> bool:
+    return (
+        isinstance(value, Mapping)
+        and set(value) == {"sha256", "dtype", "shape"}
+        and _is_hex64(value["sha256"])
+        and isinstance(value["dtype"], str)
+        and isinstance(value["shape"], list | tuple)
+        and all(type(n) is int and n >= 0 for n in value["shape"])
+    )
+
+
+# manifest.json's fields: the check each value must pass, and what it says when one does not.
+_MANIFEST_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "name": (lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
+    "spec": (lambda v: isinstance(v, Mapping), "an object (the AdapterSpec)"),
+    "targets": (lambda v: _is_names(v) and bool(v), "a non-empty list of module names"),
+    "base_fingerprint": (_is_hex64, "a sha256 hex digest"),
+    "base_modules": (
+        lambda v: isinstance(v, Mapping) and all(_is_digest(d) for d in v.values()),
+        "an object of module -> {sha256, dtype, shape}",
+    ),
+    "files": (
+        lambda v: isinstance(v, Mapping) and all(_is_hex64(d) for d in v.values()),
+        "an object of file name -> sha256 hex digest",
+    ),
+    "modules_to_save": (_is_names, "a list of module names"),
+    "metadata": (lambda v: isinstance(v, Mapping), "an object"),
+    "created_at": (lambda v: isinstance(v, str), "a string"),
+    "mlra_version": (lambda v: isinstance(v, str), "a string"),
+    "format_version": (lambda v: type(v) is int and v >= 1, "a positive integer"),
+}
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def save_adapter(
@@ -120,12 +189,14 @@ def save_adapter(
     from mlra import __version__
 
     layers = adapter_modules(model, name)
+    digests = module_digests(model, layers)  # first: it refuses meta-device weights, naming them
     meta = _check_metadata(metadata)
     heads = _module_states(model, modules_to_save, layers)
     tensors: dict[str, torch.Tensor] = {}
     for module, layer in layers.items():
-        tensors[f"{_PREFIX}{module}.lora_A.weight"] = layer.A(name).weight
-        tensors[f"{_PREFIX}{module}.lora_B.weight"] = layer.B(name).weight
+        a_key, b_key = _peft_keys(layer)
+        tensors[f"{_PREFIX}{module}.{a_key}"] = layer.a_weight(name)
+        tensors[f"{_PREFIX}{module}.{b_key}"] = layer.b_weight(name)
     tensors = {key: t.detach().to("cpu").contiguous().clone() for key, t in tensors.items()}
     for module, state in heads.items():  # (cloned: safetensors refuses tensors sharing storage)
         tensors.update({f"{_PREFIX}{module}.{key}": t for key, t in state.items()})
@@ -134,7 +205,6 @@ def save_adapter(
         CONFIG_FILE: _json_bytes(_peft_config(model, spec, list(layers), list(heads))),
         WEIGHTS_FILE: bytes(safetensors.torch.save(tensors, metadata={"format": "pt"})),
     }
-    digests = module_digests(model, layers)
     manifest = Manifest(
         name=name,
         spec=spec,
@@ -170,7 +240,7 @@ def load_adapter(
     """
     path = Path(path)
     manifest: Manifest | None = None
-    if (path / MANIFEST_FILE).is_file():
+    if os.path.lexists(path / MANIFEST_FILE):  # (a FIFO or directory there is refused, by name)
         manifest, blobs = _read_verified(path)
     elif strict:
         _read_file(path, CONFIG_FILE)  # (no directory at all: say that instead)
@@ -185,9 +255,13 @@ def load_adapter(
             stacklevel=2,
         )
         blobs = {f: _read_file(path, f) for f in (CONFIG_FILE, WEIGHTS_FILE)}
+    try:
+        read_json(blobs[CONFIG_FILE], path / CONFIG_FILE)  # no NaN, no deep nesting
+    except IntegrityError as exc:
+        raise ConfigError(str(exc)) from exc  # (what _check_peft_config says of bad JSON)
     config = _check_peft_config(blobs[CONFIG_FILE], path)
     heads = tuple(manifest.modules_to_save if manifest else config.get("modules_to_save") or ())
-    lora, states = _split_tensors(safetensors.torch.load(blobs[WEIGHTS_FILE]), heads)
+    lora, states = _split_tensors(_read_tensors(blobs[WEIGHTS_FILE], path), heads)
     if manifest is not None:
         spec = manifest.spec
         if set(lora) != set(manifest.targets):
@@ -195,7 +269,9 @@ def load_adapter(
         lora = {t: lora[t] for t in manifest.targets}  # the model's order, not the file's
     else:
         spec = _spec_from_peft(config)
+    _check_heads(states, lora, {}, path)  # in the artifact's own names (before _reroot)
     where = _reroot(model, [*lora, *states])
+    _check_heads(states, lowrank_layers(model), where, path)  # layers other adapters wrap
     if manifest is not None:
         _check_base(model, manifest, where, strict=strict)
     name = name or (manifest.name if manifest else "default")
@@ -221,6 +297,51 @@ def load_adapter(
     return name
 
 
+def _read_tensors(blob: bytes, path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of the weights file: a valid safetensors file of finite numbers only."""
+    try:
+        tensors = safetensors.torch.load(blob)
+    except (SafetensorError, ValueError, TypeError, KeyError, RuntimeError) as exc:
+        raise IntegrityError(
+            f"{WEIGHTS_FILE} in {path} is not a valid safetensors file ({exc})"
+        ) from exc
+    for key, tensor in tensors.items():
+        if key.endswith((".lora_A.weight", ".lora_B.weight")) and not tensor.is_floating_point():
+            raise IntegrityError(f"{WEIGHTS_FILE} in {path}: {key!r} has dtype {tensor.dtype}")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise IntegrityError(
+                f"{WEIGHTS_FILE} in {path}: {key!r} holds NaN or inf ({bad} of {tensor.numel()} "
+                "values), as a diverged training run leaves; refusing to load it (merge() refuses "
+                "such weights too)"
+            )
+    return tensors
+
+
+def _check_heads(
+    states: Mapping[str, Mapping[str, torch.Tensor]],
+    wrapped: Iterable[str],
+    where: Mapping[str, str],
+    path: Path,
+) -> None:
+    """Refuse modules_to_save tensors that would overwrite the base weights of a ``wrapped`` layer
+    (this adapter's or another's): those weights are what the base fingerprint proves.
+    ``where`` maps the saved module names onto the model's ({}: compare the saved names)."""
+    for module, state in states.items():
+        head = where.get(module, module)
+        for layer in wrapped:
+            inner = layer[len(head) + 1 :] if layer.startswith(head + ".") else ""
+            if not inner and head != layer and not head.startswith(layer + "."):
+                continue
+            key = next((k for k in state if not inner or k.startswith(inner + ".")), None)
+            key = f"{_PREFIX}{module}.{key or next(iter(state), '')}"
+            raise IntegrityError(
+                f"{WEIGHTS_FILE} in {path} holds {key!r} (modules_to_save {module!r}), which "
+                f"would overwrite the base weights of {layer!r}, a layer the adapter wraps and "
+                "the base fingerprint covers; refusing to load it"
+            )
+
+
 def _exact_targets(model: nn.Module, names: set[str]) -> Targets:
     """Targets that match exactly ``names`` (in model order): the names themselves, or an anchored
     regex where PEFT's rule (which also matches a ``.name`` suffix) would catch more modules."""
@@ -242,9 +363,9 @@ def _copy_in(
     with torch.no_grad():
         for module, ab in lora.items():
             layer = model.get_submodule(where[module])
-            assert isinstance(layer, LowRankLinear)
-            layer.A(name).weight.copy_(ab["A"])
-            layer.B(name).weight.copy_(ab["B"])
+            assert isinstance(layer, AdapterLayer)
+            layer.a_weight(name).copy_(ab["A"])
+            layer.b_weight(name).copy_(ab["B"])
         for module, state in states.items():
             for key, tensor in model.get_submodule(where[module]).state_dict().items():
                 tensor.copy_(state[key])  # state_dict() tensors share storage with the module
@@ -253,15 +374,18 @@ def _copy_in(
 # -- reading and checking ---------------------------------------------------------------------
 
 
-def _read_verified(path: Path) -> tuple[Manifest, dict[str, bytes]]:
+def _read_verified(
+    path: Path, manifest_blob: bytes | None = None
+) -> tuple[Manifest, dict[str, bytes]]:
     """The manifest and the bytes of every file it lists, each checked against its sha256.
 
     The bytes that were hashed are the bytes that get parsed: nothing is read twice.
+    ``manifest_blob`` is manifest.json's bytes when the caller has read them already (to check a
+    signature over exactly those bytes).
     """
-    try:
-        data = json.loads(_read_file(path, MANIFEST_FILE))
-    except json.JSONDecodeError as exc:
-        raise IntegrityError(f"{path / MANIFEST_FILE} is not valid JSON ({exc})") from exc
+    if manifest_blob is None:
+        manifest_blob = _read_file(path, MANIFEST_FILE, limit=MAX_JSON_BYTES)
+    data = read_json(manifest_blob, path / MANIFEST_FILE)
     if not isinstance(data, dict):
         raise IntegrityError(f"{path / MANIFEST_FILE} does not hold a JSON object")
     body = {k: v for k, v in data.items() if k != "manifest_sha256"}
@@ -270,12 +394,16 @@ def _read_verified(path: Path) -> tuple[Manifest, dict[str, bytes]]:
             f"{path / MANIFEST_FILE} was changed after it was written (its manifest_sha256 does "
             "not match its content); re-save the adapter from its source"
         )
-    manifest = Manifest.from_dict(data)
-    if manifest.format_version > FORMAT_VERSION:
+    version = data.get("format_version")
+    if type(version) is int and version > FORMAT_VERSION:  # before the fields: they may differ
         raise ConfigError(
-            f"{path} has artifact format {manifest.format_version}, this mlra reads up to "
-            f"{FORMAT_VERSION}; upgrade mlra (the artifact says mlra {manifest.mlra_version})"
+            f"{path} has artifact format {version}, this mlra reads up to {FORMAT_VERSION}; "
+            f"upgrade mlra (the artifact says mlra {data.get('mlra_version')!r})"
         )
+    try:
+        manifest = Manifest.from_dict(data)
+    except IntegrityError as exc:
+        raise IntegrityError(f"{path / MANIFEST_FILE} is malformed: {exc}") from exc
     blobs: dict[str, bytes] = {}
     for file, digest in manifest.files.items():
         if Path(file).name != file or file.startswith("."):
@@ -293,13 +421,80 @@ def _read_verified(path: Path) -> tuple[Manifest, dict[str, bytes]]:
     return manifest, blobs
 
 
-def _read_file(path: Path, file: str) -> bytes:
+def read_json(blob: bytes, where: Path) -> Any:
+    """Parse an artifact's JSON file strictly: no NaN/Infinity literals, at most
+    ``MAX_JSON_DEPTH`` levels of nesting; anything else raises ``IntegrityError`` naming ``where``.
+    """
+
+    def refuse(literal: str) -> Any:
+        raise IntegrityError(f"{where} holds the non-standard JSON literal {literal}")
+
+    try:
+        data = json.loads(blob, parse_constant=refuse)
+    except RecursionError as exc:
+        raise IntegrityError(f"{where} nests deeper than JSON files here may") from exc
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, over-long integers
+        raise IntegrityError(f"{where} is not valid JSON ({exc})") from exc
+    level, depth = [data], 0
+    while level:  # breadth-first, no recursion
+        depth += 1
+        if depth > MAX_JSON_DEPTH:
+            raise IntegrityError(f"{where} nests deeper than {MAX_JSON_DEPTH} levels")
+        level = [
+            child
+            for node in level
+            if isinstance(node, dict | list)
+            for child in (node.values() if isinstance(node, dict) else node)
+        ]
+    return data
+
+
+def _read_file(path: Path, file: str, limit: int | None = None) -> bytes:
+    """The bytes of ``file`` in the artifact directory ``path``. Only a regular file is read (a
+    FIFO, device or directory is refused without opening it for a blocking read), through a
+    symlink only if that stays inside the directory, and at most ``limit`` bytes of it."""
     if not path.is_dir():
         raise ConfigError(f"no adapter directory at {path}")
+    where = path / file
     try:
-        return (path / file).read_bytes()
+        target = where.resolve(strict=True)
+        mode = target.stat().st_mode  # (stat opens nothing: a FIFO is refused before opening)
     except FileNotFoundError as exc:
         raise IntegrityError(f"{file} is missing from the adapter directory {path}") from exc
+    except (OSError, RuntimeError, ValueError) as exc:  # symlink loop (RuntimeError < 3.13), NUL
+        raise IntegrityError(f"{file} in {path} cannot be resolved ({exc})") from exc
+    if target.parent != path.resolve():
+        raise IntegrityError(
+            f"{file} in {path} is a symlink to {target}, outside the artifact directory; "
+            "an artifact's files must lie in its directory"
+        )
+    if not stat.S_ISREG(mode):
+        raise IntegrityError(f"{file} in {path} is {_file_kind(mode)}, not a regular file")
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(target, flags)  # non-blocking: opening a FIFO returns at once
+    except FileNotFoundError as exc:
+        raise IntegrityError(f"{file} is missing from the adapter directory {path}") from exc
+    except OSError as exc:
+        raise IntegrityError(f"{file} in {path} cannot be opened ({exc.strerror})") from exc
+    try:
+        mode = os.fstat(fd).st_mode  # again, of what was opened: it may have been swapped
+        if not stat.S_ISREG(mode):
+            raise IntegrityError(f"{file} in {path} is {_file_kind(mode)}, not a regular file")
+        with open(fd, "rb", closefd=False) as fh:
+            blob = fh.read() if limit is None else fh.read(limit + 1)
+    finally:
+        os.close(fd)
+    if limit is not None and len(blob) > limit:
+        raise IntegrityError(f"{file} in {path} is larger than {limit} bytes")
+    return blob
+
+
+def _file_kind(mode: int) -> str:
+    kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO (named pipe)"}
+    kinds |= {stat.S_ISSOCK: "a socket", stat.S_ISCHR: "a character device"}
+    kinds |= {stat.S_ISBLK: "a block device"}
+    return next((kind for test, kind in kinds.items() if test(mode)), "not a plain file")
 
 
 def _check_peft_config(blob: bytes, path: Path) -> dict[str, Any]:
@@ -345,14 +540,14 @@ def _split_tensors(
         rest = key.removeprefix(_PREFIX)
         module, sep, part = rest.rpartition(".lora_")
         head = _head_of(rest, heads)
-        if rest != key and sep and part in ("A.weight", "B.weight"):
-            lora.setdefault(module, {})[part[0]] = tensor
+        if rest != key and sep and part in _PEFT_PARTS:
+            lora.setdefault(module, {})[_PEFT_PARTS[part]] = tensor
         elif rest != key and head is not None:
             states.setdefault(head, {})[rest[len(head) + 1 :]] = tensor
         else:
             raise ConfigError(
                 f"{WEIGHTS_FILE} holds {key!r}, which is neither a LoRA A/B weight nor part of "
-                "modules_to_save; mlra loads plain LoRA only (no DoRA, LoRA bias or embeddings)"
+                "modules_to_save; mlra loads plain LoRA only (no DoRA or LoRA bias)"
             )
     for module, ab in lora.items():
         if set(ab) != {"A", "B"}:
@@ -360,6 +555,17 @@ def _split_tensors(
     if not lora:
         raise ConfigError(f"{WEIGHTS_FILE} holds no LoRA weights")
     return lora, states
+
+
+# PEFT's tensor names after ``<module>.lora_``: embeddings hold bare parameters, others modules.
+_PEFT_PARTS = {"A.weight": "A", "B.weight": "B", "embedding_A": "A", "embedding_B": "B"}
+
+
+def _peft_keys(layer: AdapterLayer) -> tuple[str, str]:
+    """The tensor names PEFT gives A and B of ``layer`` (after ``<module>.``)."""
+    if layer.kind == "embedding":
+        return "lora_embedding_A", "lora_embedding_B"
+    return "lora_A.weight", "lora_B.weight"
 
 
 def _head_of(key: str, heads: Sequence[str]) -> str | None:
@@ -435,9 +641,11 @@ def _check_shapes(
 ) -> None:
     for module, ab in lora.items():
         layer = model.get_submodule(where[module])
-        if not isinstance(layer, nn.Linear | LowRankLinear):
-            raise ConfigError(f"{where[module]!r} is a {type(layer).__name__}, not an nn.Linear")
-        want = {"A": (rank, layer.in_features), "B": (layer.out_features, rank)}
+        kind = adapter_class(layer)
+        if kind is None:
+            raise ConfigError(f"{where[module]!r} is a {type(layer).__name__}: not adaptable")
+        base = layer.base_layer if isinstance(layer, AdapterLayer) else layer
+        want = kind.pair_shapes(base, rank)
         for part, shape in want.items():
             if tuple(ab[part].shape) != shape:
                 raise BaseModelMismatchError(
@@ -478,7 +686,8 @@ def _peft_config(
         "use_rslora": spec.rslora,
         "init_lora_weights": "gaussian" if spec.init == "gaussian" else True,
         "bias": "none",
-        "fan_in_fan_out": False,
+        "fan_in_fan_out": any(is_hf_conv1d(model.get_submodule(t)) for t in targets)
+        or any(isinstance(model.get_submodule(t), LowRankConv1D) for t in targets),
         "modules_to_save": heads or None,
         "layers_to_transform": None,
         "layers_pattern": None,
@@ -495,7 +704,7 @@ def _cloned_state(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _module_states(
-    model: nn.Module, names: Sequence[str], layers: Mapping[str, LowRankLinear]
+    model: nn.Module, names: Sequence[str], layers: Mapping[str, AdapterLayer]
 ) -> dict[str, dict[str, torch.Tensor]]:
     if isinstance(names, str):
         raise ConfigError(f"modules_to_save must be a list of module names, got {names!r}")

@@ -16,6 +16,7 @@ __all__ = [
     "MergeError",
     "MlraError",
     "PromotionRefused",
+    "SignatureError",
     "TargetNotFoundError",
     "ValidationFailed",
 ]
@@ -50,6 +51,10 @@ class MergeError(MlraError, RuntimeError):
 
 class IntegrityError(MlraError):
     """An artifact's file does not match the hash its manifest records (or is missing)."""
+
+
+class SignatureError(IntegrityError):
+    """A signature is missing, malformed, by an unknown or untrusted key, or does not verify."""
 
 
 class BaseModelMismatchError(MlraError):

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import textwrap
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 import mlra
@@ -204,6 +207,224 @@ def test_weights_and_hash_swapped_together_are_still_caught(tmp_path: Path) -> N
         mlra.load_adapter(make_tiny_bert(0), tmp_path / "a")
 
 
+# -- malformed artifacts with consistent hashes: refused with IntegrityError, never a crash ----
+
+
+def _rehash(d: Path, edit: Callable[[dict[str, Any]], None] | None = None) -> None:
+    """Recompute every hash the manifest holds, after ``edit`` changed it: what someone who can
+    write the artifact store can do. Only the checks on the content itself stand in the way."""
+    data = json.loads((d / MANIFEST_FILE).read_text())
+    for file in data["files"]:
+        data["files"][file] = hashlib.sha256((d / file).read_bytes()).hexdigest()
+    if edit is not None:
+        edit(data)
+    body = {k: v for k, v in data.items() if k != "manifest_sha256"}
+    data["manifest_sha256"] = hashlib.sha256(
+        json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    ).hexdigest()
+    (d / MANIFEST_FILE).write_text(json.dumps(data))
+
+
+def _refused(d: Path, match: str) -> None:
+    """Both inspect (file checks) and load refuse ``d``; the model stays as it was."""
+    model = make_tiny_bert(0)
+    with pytest.raises(IntegrityError, match=match):
+        mlra.load_adapter(model, d)
+    assert mlra.adapter_names(model) == []
+
+
+def _set(key: str, value: object) -> Callable[[dict[str, Any]], None]:
+    return lambda data: data.__setitem__(key, value)
+
+
+MALFORMED_FIELDS = {
+    "files is a list": (_set("files", [CONFIG_FILE]), "'files' must be an object"),
+    "a file hash is a number": (
+        lambda d: d["files"].__setitem__(CONFIG_FILE, 1),
+        "'files' must be an object of file name -> sha256",
+    ),
+    "targets is a string": (_set("targets", QUERY0), "'targets' must be a non-empty list"),
+    "format_version is a string": (_set("format_version", "1"), "'format_version'"),
+    "format_version is true": (_set("format_version", True), "'format_version'"),
+    "name is a number": (_set("name", 5), "'name' must be a non-empty string"),
+    "spec is a list": (_set("spec", [4]), "'spec' must be an object"),
+    "spec rank is a string": (
+        lambda d: d["spec"].__setitem__("rank", "4"),
+        "'spec' is invalid .*rank must be a positive integer",
+    ),
+    "base_modules entry is a string": (
+        lambda d: d["base_modules"].__setitem__(QUERY0, "x"),
+        "'base_modules' must be an object of module",
+    ),
+    "a target has no digest": (
+        lambda d: d["base_modules"].pop(QUERY0),
+        f"base_modules has no digest for '{QUERY0}'",
+    ),
+    "modules_to_save holds a number": (_set("modules_to_save", [1]), "'modules_to_save'"),
+    "metadata is a list": (_set("metadata", []), "'metadata' must be an object"),
+    "targets is missing": (lambda d: d.pop("targets"), r"lacks the field\(s\) targets"),
+    "two fields are missing": (
+        lambda d: [d.pop("files"), d.pop("spec")],
+        r"lacks the field\(s\) spec, files",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED_FIELDS))
+def test_manifest_fields_of_the_wrong_type_are_named(case: str, tmp_path: Path) -> None:
+    _saved_bert(tmp_path / "a")
+    edit, message = MALFORMED_FIELDS[case]
+    _rehash(tmp_path / "a", edit)
+    with pytest.raises(IntegrityError, match=rf"manifest\.json is malformed: .*{message}"):
+        mlra.inspect_adapter(tmp_path / "a")
+    _refused(tmp_path / "a", message)
+
+
+def test_a_manifest_from_a_newer_mlra_says_to_upgrade(tmp_path: Path) -> None:
+    _saved_bert(tmp_path / "a")
+    _rehash(tmp_path / "a", lambda d: d.update(format_version=2, files="another layout"))
+    with pytest.raises(ConfigError, match="artifact format 2, this mlra reads up to 1; upgrade"):
+        mlra.inspect_adapter(tmp_path / "a")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"metadata": NaN}', "non-standard JSON literal NaN"),
+        ('{"metadata": -Infinity}', "non-standard JSON literal -Infinity"),
+        ("[" * 100_000 + "]" * 100_000, "nests deeper than JSON files here may"),
+        ('{"metadata": ' + "[" * 70 + "]" * 70 + "}", "nests deeper than 64 levels"),
+        ("[1, 2", "is not valid JSON"),
+        ('{"a": 1}\xff', "is not valid JSON"),
+        ("1" * 5000, "is not valid JSON"),
+    ],
+    ids=["nan", "infinity", "deep-recursion", "deep", "truncated", "not-utf8", "huge-int"],
+)
+def test_manifest_json_that_python_would_choke_on_is_refused(
+    text: str, message: str, tmp_path: Path
+) -> None:
+    _saved_bert(tmp_path / "a")
+    (tmp_path / "a" / MANIFEST_FILE).write_bytes(text.encode("latin-1"))
+    with pytest.raises(IntegrityError, match=rf"manifest\.json.*{message}"):
+        mlra.inspect_adapter(tmp_path / "a")
+    _refused(tmp_path / "a", rf"manifest\.json.*{message}")
+
+
+def test_a_nan_inside_a_rehashed_manifest_is_refused(tmp_path: Path) -> None:
+    _saved_bert(tmp_path / "a")
+    _rehash(tmp_path / "a")  # a consistent manifest ...
+    text = (tmp_path / "a" / MANIFEST_FILE).read_text()
+    text = text.replace('"metadata": {}', '"metadata": {"loss": NaN}')  # ... given a NaN
+    (tmp_path / "a" / MANIFEST_FILE).write_text(text)
+    assert "NaN" in text
+    _refused(tmp_path / "a", r"manifest\.json holds the non-standard JSON literal NaN")
+
+
+@pytest.mark.parametrize("blob", [b"", b"garbage", "truncate"], ids=["empty", "garbage", "cut"])
+def test_weights_that_are_no_safetensors_file_are_refused(blob: object, tmp_path: Path) -> None:
+    _saved_bert(tmp_path / "a")
+    weights = tmp_path / "a" / WEIGHTS_FILE
+    weights.write_bytes(weights.read_bytes()[:-100] if blob == "truncate" else blob)  # type: ignore[arg-type]
+    _rehash(tmp_path / "a")
+    mlra.inspect_adapter(tmp_path / "a")  # the hashes agree
+    _refused(tmp_path / "a", r"adapter_model\.safetensors in .* is not a valid safetensors file")
+
+
+@pytest.mark.timeout(60)  # a FIFO that is opened for a blocking read would hang here
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+@pytest.mark.parametrize("file", [MANIFEST_FILE, WEIGHTS_FILE, CONFIG_FILE])
+def test_a_fifo_or_directory_in_place_of_a_file_is_refused(file: str, tmp_path: Path) -> None:
+    _saved_bert(tmp_path / "a")
+    (tmp_path / "a" / file).unlink()
+    os.mkfifo(tmp_path / "a" / file)
+    escaped = file.replace(".", r"\.")
+    with pytest.raises(IntegrityError, match=rf"{escaped} in .* is a FIFO \(named pipe\)"):
+        mlra.inspect_adapter(tmp_path / "a")
+    _refused(tmp_path / "a", rf"{escaped} in .* is a FIFO")
+    (tmp_path / "a" / file).unlink()
+    (tmp_path / "a" / file).mkdir()
+    _refused(tmp_path / "a", rf"{escaped} in .* is a directory, not a regular file")
+
+
+def test_symlinks_may_not_leave_the_artifact(tmp_path: Path) -> None:
+    model, _ = _saved_bert(tmp_path / "a")
+    weights = tmp_path / "a" / WEIGHTS_FILE
+    outside = tmp_path / "elsewhere.safetensors"
+    weights.rename(outside)
+    weights.symlink_to(outside)
+    _refused(tmp_path / "a", r"adapter_model\.safetensors in .* is a symlink to .*outside")
+    weights.unlink()
+    weights.symlink_to("/dev/zero")  # (reading it would never end)
+    _refused(tmp_path / "a", r"is a symlink to /dev/zero, outside the artifact")
+    weights.unlink()
+    inside = tmp_path / "a" / "weights.bin"
+    outside.rename(inside)
+    weights.symlink_to(inside.name)  # a link within the directory is fine
+    fresh = make_tiny_bert(0)
+    mlra.load_adapter(fresh, tmp_path / "a")
+    assert torch.equal(_bert_out(fresh), _bert_out(model))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
+def test_non_finite_adapter_weights_are_refused_at_load(value: float, tmp_path: Path) -> None:
+    model = make_tiny_bert(0)
+    mlra.add_adapter(model, "a", BERT_SPEC)
+    with torch.no_grad():
+        model.encoder.layer[1].attention.self.value.B("a").weight[0, 0] = value
+    mlra.save_adapter(model, "a", tmp_path / "a")
+    key = "base_model.model.encoder.layer.1.attention.self.value.lora_B.weight"
+    _refused(tmp_path / "a", rf"'{key}' holds NaN or inf \(1 of 128 values\)")
+    (tmp_path / "a" / MANIFEST_FILE).unlink()  # and without a manifest too
+    with pytest.warns(UserWarning), pytest.raises(IntegrityError, match=key):
+        mlra.load_adapter(make_tiny_bert(0), tmp_path / "a", strict=False)
+
+
+@pytest.mark.parametrize(
+    ("head", "keys", "other"),
+    [
+        (f"bert.{QUERY0}", ["bias", "weight"], False),  # the wrapped layer itself
+        ("bert.encoder.layer.0", ["attention.self.value.weight"], False),  # a module around it
+        (f"bert.{QUERY0}.base_layer", ["weight"], False),  # inside it (PEFT's names)
+        ("bert.encoder.layer.0.attention.self.key", ["weight"], True),  # another adapter's layer
+    ],
+    ids=["the-layer", "a-parent", "inside", "another-adapters-layer"],
+)
+def test_modules_to_save_may_not_overwrite_the_wrapped_base_weights(
+    head: str, keys: list[str], other: bool, tmp_path: Path
+) -> None:
+    trained = Wrapped(0)
+    mlra.add_adapter(trained, "a", BERT_SPEC)
+    mlra.save_adapter(trained, "a", tmp_path / "a", modules_to_save=["head"])
+    d = tmp_path / "a"
+    tensors = load_file(d / WEIGHTS_FILE)
+    tensors |= {f"base_model.model.{head}.{k}": torch.zeros(2) for k in keys}
+    save_file(tensors, d / WEIGHTS_FILE)
+    config = json.loads((d / CONFIG_FILE).read_text())
+    (d / CONFIG_FILE).write_text(json.dumps({**config, "modules_to_save": ["head", head]}))
+    _rehash(d, _set("modules_to_save", ["head", head]))
+    model = Wrapped(0)
+    if other:
+        mlra.add_adapter(model, "other", AdapterSpec(rank=2, targets=["key"]))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    key = rf"'base_model\.model\.{head}\.(?:{'|'.join(keys)})'"
+    with pytest.raises(IntegrityError, match=rf"{key} .*would overwrite .*wraps"):
+        mlra.load_adapter(model, d, name="a")
+    after = model.state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in before) and after.keys() == before.keys()
+    (d / MANIFEST_FILE).unlink()  # a PEFT directory may not do it either
+    with pytest.warns(UserWarning), pytest.raises(IntegrityError, match="would overwrite"):
+        mlra.load_adapter(model, d, name="a", strict=False)
+
+
+def test_a_signature_file_beside_the_artifact_changes_nothing(tmp_path: Path) -> None:
+    model, manifest = _saved_bert(tmp_path / "a")
+    (tmp_path / "a" / "signature.json").write_text("{}")
+    assert mlra.inspect_adapter(tmp_path / "a") == manifest
+    fresh = make_tiny_bert(0)
+    mlra.load_adapter(fresh, tmp_path / "a")
+    assert torch.equal(_bert_out(fresh), _bert_out(model))
+
+
 # -- the wrong base model ---------------------------------------------------------------------
 
 
@@ -312,7 +533,6 @@ def test_a_directory_without_manifest_needs_strict_false(tmp_path: Path) -> None
         ("rank_pattern", {"query": 8}),
         ("alpha_pattern", {"value": 2}),
         ("bias", "all"),
-        ("fan_in_fan_out", True),
         ("init_lora_weights", "pissa"),
         ("peft_type", "IA3"),
     ],
