@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 from mlra._env import project_dir
+from mlra.cli import _args
+from mlra.data.source import DOMAIN_RULES
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,12 +21,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "model plus a head trained on the same rows."
         ),
     )
-    p.add_argument("--domain", default="apple", help="tweet domain to adapt to (default: apple)")
-    p.add_argument("--steps", type=int, default=300, help="training steps (default: 300)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--rank", type=int, default=8)
-    p.add_argument("--max-rows", type=int, default=None, help="use at most this many rows")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--domain",
+        type=_args.choice("domain", [name for name, _ in DOMAIN_RULES]),
+        default="apple",
+        help="tweet domain to adapt to (default: apple)",
+    )
+    p.add_argument(
+        "--steps", type=_args.positive_int, default=300, help="training steps (default: 300)"
+    )
+    p.add_argument("--batch-size", type=_args.positive_int, default=16)
+    p.add_argument("--rank", type=_args.positive_int, default=8)
+    p.add_argument(
+        "--max-rows", type=_args.int_at_least(10), default=None, help="use at most this many rows"
+    )
+    p.add_argument("--seed", type=_args.non_negative_int, default=0)
     p.add_argument("--out", type=Path, default=None, help="output folder (default: .mlra/demo)")
     p.add_argument("--json", action="store_true", help="end with one JSON line of the results")
     p.set_defaults(func=_demo)

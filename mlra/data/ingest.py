@@ -2,8 +2,8 @@
 
 ``ingest(paths, store_dir, params)`` reads JSONL, CSV and Parquet files and checks each row
 (required fields, types, label in :data:`~mlra.data.source.LABELS`, text non-empty and within the
-length bounds, valid UTF-8, parseable ``created_at``, ids unique within and across files). The
-store it writes::
+length bounds, valid UTF-8, parseable ``created_at`` that fits in UTC, ids unique within and across
+files, texts unique once NFC-normalised and folded: :func:`text_key`). The store it writes::
 
     store_dir/
       ledger.json             the commit record: one entry per ingest batch, with its files' sha256
@@ -13,8 +13,12 @@ store it writes::
 Invariants:
 
 * accepted + quarantined = read, per file and in total. A file that cannot be parsed at all (empty,
-  not Parquet, unknown type) counts as one row, quarantined whole.
-* A file whose sha256 is in the ledger is skipped: ingesting the same file twice adds nothing.
+  not Parquet, unknown type, UTF-16) or read at all (no permission, a FIFO, a folder, a broken
+  link) counts as one row, quarantined whole. No content makes ingest raise (hostile input
+  included: huge numbers, deep nesting, out-of-range dates): it is quarantined with its reason.
+* A file whose sha256 is in the ledger is skipped: ingesting the same file twice adds nothing. An
+  unreadable path is recorded under a hash of its path, reason and inode state instead (skipped
+  while unchanged).
 * Crash safety: batch files are written under temporary names and renamed into place, and the
   ledger, renamed last, is the commit point. Readers go through the ledger only; the next ingest
   deletes any file the ledger does not name (the leftovers of a crash).
@@ -34,12 +38,15 @@ import io
 import json
 import math
 import os
+import stat
+import sys
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from mlra.config import Params
-from mlra.data.source import LABELS, domain_of, row_id
+from mlra.data.source import LABELS, domain_of, fold_text, row_id
 from mlra.errors import DataError
 
 if TYPE_CHECKING:
@@ -55,6 +62,8 @@ __all__ = [
     "load_ledger",
     "load_quarantine",
     "newest_batch",
+    "pending",
+    "text_key",
 ]
 
 ACCEPTED_COLUMNS: Final = (
@@ -135,7 +144,10 @@ def _type_name(value: object) -> str:
 
 
 def _short(value: object, limit: int = 60) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an int past Python's digit limit
+        return f"<a {_type_name(value)} too large to show>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -159,7 +171,14 @@ def _parse_timestamp(value: object) -> dt.datetime | Rejection:
         )
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=dt.UTC)
-    return stamp.astimezone(dt.UTC)
+    try:
+        return stamp.astimezone(dt.UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:00-05:00 is in year 10000 in UTC
+        return Rejection(
+            "bad_timestamp",
+            f"created_at {_short(value)} is out of range once converted to UTC "
+            f"(years {dt.MINYEAR}-{dt.MAXYEAR})",
+        )
 
 
 def _present(value: object) -> bool:
@@ -278,6 +297,20 @@ def _original(data: bytes) -> object:
         return {"base64": base64.b64encode(data).decode("ascii")}
 
 
+def _json_error(exc: ValueError | RecursionError) -> str:
+    """Why a JSON line could not be read, in words (json's own limits included)."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"malformed JSON: {exc.msg} at column {exc.colno}"
+    if isinstance(exc, RecursionError):
+        return "unreadable JSON: nested too deeply (over Python's recursion limit)"
+    if "integer string conversion" in str(exc):
+        return (
+            "unreadable JSON: a number has more than "
+            f"{sys.get_int_max_str_digits()} digits (Python's integer conversion limit)"
+        )
+    return f"unreadable JSON: {exc}"
+
+
 def _read_jsonl(data: bytes) -> Iterator[Parsed]:
     data = data.removeprefix(_BOM)
     for number, raw_line in enumerate(data.split(b"\n"), start=1):
@@ -296,12 +329,8 @@ def _read_jsonl(data: bytes) -> Iterator[Parsed]:
             continue
         try:
             value = json.loads(decoded)
-        except json.JSONDecodeError as exc:
-            yield (
-                number,
-                Rejection("malformed_json", f"malformed JSON: {exc.msg} at column {exc.colno}"),
-                original,
-            )
+        except (ValueError, RecursionError) as exc:
+            yield number, Rejection("malformed_json", _json_error(exc)), original
             continue
         if not isinstance(value, dict):
             yield (
@@ -375,8 +404,50 @@ def _read_parquet(path: Path, data: bytes) -> Iterator[Parsed]:
             data, Rejection("unparseable_file", f"not a readable Parquet file: {exc}")
         )
         return
-    for number, row in enumerate(table.to_pylist(), start=1):
+    try:
+        rows = table.to_pylist()
+    except (ValueError, OverflowError):  # a value Python cannot hold: find the rows, one by one
+        yield from _parquet_rows_one_by_one(table)
+        return
+    for number, row in enumerate(rows, start=1):
         yield number, row, row
+
+
+def _parquet_rows_one_by_one(table: Any) -> Iterator[Parsed]:
+    """The rows of a Arrow table; a row with a value Python cannot convert (invalid UTF-8 in a
+    string column, a timestamp past year 9999) is rejected naming the column."""
+    for index in range(table.num_rows):
+        number = index + 1
+        try:
+            (row,) = table.slice(index, 1).to_pylist()
+        except (ValueError, OverflowError):
+            pass
+        else:
+            yield number, row, row
+            continue
+        readable: dict[str, object] = {}
+        bad: list[str] = []
+        for name in table.column_names:
+            try:
+                readable[name] = table.column(name)[index].as_py()
+            except (ValueError, OverflowError) as exc:
+                bad.append(f"{name} ({type(exc).__name__}: {exc})")
+        kind = "invalid_utf8" if any("UnicodeDecodeError" in b for b in bad) else "bad_value"
+        message = f"unreadable Parquet value in column {'; '.join(bad)}"
+        yield number, Rejection(kind, message[:300]), readable | {"_unreadable": bad}
+
+
+_WIDE_BOMS: Final = (
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+)
+
+
+def _wide_encoding(data: bytes) -> str | None:
+    """UTF-16 or UTF-32 when ``data`` starts with that byte-order mark, else None."""
+    return next((name for bom, name in _WIDE_BOMS if data.startswith(bom)), None)
 
 
 def _read_file(path: Path, data: bytes, params: Params) -> Iterator[Parsed]:
@@ -390,6 +461,15 @@ def _read_file(path: Path, data: bytes, params: Params) -> Iterator[Parsed]:
     elif not data.strip():
         what = "an empty file (0 bytes)" if not data else "a file of only whitespace"
         yield from _whole_file(data, Rejection("empty_file", what))
+    elif kind != "parquet" and (encoding := _wide_encoding(data)):
+        yield from _whole_file(
+            data,
+            Rejection(
+                "wrong_encoding",
+                f"the file is {encoding} (it starts with a {encoding} byte-order mark): "
+                "feedback text files must be UTF-8; save it as UTF-8",
+            ),
+        )
     elif kind == "jsonl":
         yield from _read_jsonl(data)
     elif kind == "csv":
@@ -500,19 +580,85 @@ def _clean_orphans(store: Path, ledger: Mapping[str, Any]) -> list[Path]:
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Files named, and the files in folders named (sorted, hidden files skipped)."""
+    """Paths named, and the entries of folders named (sorted). In a folder, hidden entries and
+    sub-folders are skipped (ingest does not descend), except a sub-folder named like a data file
+    (``x.jsonl/``): that one, like a FIFO or a broken link, is kept, and ingest quarantines it
+    with its reason. Raises :class:`~mlra.errors.DataError` for a path that does not exist."""
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files.extend(
-                p for p in sorted(path.iterdir()) if p.is_file() and not p.name.startswith(".")
-            )
-        elif path.is_file():
+            for entry in sorted(path.iterdir()):
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir() and entry.suffix.lower() not in SUFFIXES:
+                    continue
+                files.append(entry)
+        elif path.exists() or path.is_symlink():
             files.append(path)
         else:
             raise DataError(f"no such file or folder: {path}")
     return files
+
+
+def pending(paths: Iterable[str | Path], store_dir: str | Path) -> list[Path]:
+    """The files among ``paths`` (folders expanded, missing folders ignored) that an ingest into
+    ``store_dir`` would read: those whose sha256 the ledger does not hold yet."""
+    seen = {f["sha256"] for b in load_ledger(store_dir)["batches"] for f in b["files"]}
+    present = [p for p in paths if Path(p).exists() or Path(p).is_symlink()]
+    return [path for path in expand_paths(present) if _read_input(path)[1] not in seen]
+
+
+_NOT_FILES: Final = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _read_input(path: Path) -> tuple[bytes | Rejection, str]:
+    """The bytes of ``path`` and their sha256, or why it cannot be read and a hash that stays the
+    same while the path does not change (so an unchanged unreadable path is reported once).
+
+    Opened without blocking and checked with ``fstat`` before reading: a FIFO is never read from.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        if path.is_symlink() and not path.exists():
+            what = f"a broken symbolic link (to {os.readlink(path)})"
+        else:
+            what = f"cannot open it: {exc.strerror or exc}"
+        return Rejection("unreadable_file", what), _unreadable_hash(path, what, _stat(path))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = next((name for test, name in _NOT_FILES if test(info.st_mode)), "special")
+            what = f"{kind}, not a regular file: nothing was read"
+            return Rejection("not_a_file", what), _unreadable_hash(path, what, info)
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        what = f"cannot read it: {exc.strerror or exc}"
+        return Rejection("unreadable_file", what), _unreadable_hash(path, what, _stat(path))
+    finally:
+        os.close(fd)
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except OSError:
+        return None
+
+
+def _unreadable_hash(path: Path, why: str, info: os.stat_result | None) -> str:
+    where = os.path.abspath(path)
+    state = "" if info is None else f"{info.st_ino}:{info.st_ctime_ns}:{info.st_size}"
+    return hashlib.sha256(f"unreadable\0{where}\0{why}\0{state}".encode()).hexdigest()
 
 
 def _json_safe(value: object) -> object:
@@ -527,6 +673,95 @@ def _json_safe(value: object) -> object:
     if value is None or isinstance(value, str | int | float | bool):
         return value
     return str(value)
+
+
+def text_key(text: str) -> str:
+    """What two texts share when they are the same tweet: Unicode NFC, then case and whitespace
+    folded (:func:`~mlra.data.source.fold_text`, as the validation gate compares texts)."""
+    return fold_text(unicodedata.normalize("NFC", text))
+
+
+@dataclasses.dataclass
+class _Seen:
+    """The ids and texts accepted so far (the store's and this batch's), with where each came
+    from; rejects a row that repeats either."""
+
+    ids: dict[str, str]  # id -> the file that brought it
+    texts: dict[str, tuple[str, str]]  # text key -> (id, file)
+    lines: dict[str, int | None] = dataclasses.field(default_factory=dict)  # id -> line, this file
+    text_lines: dict[str, int | None] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def of(cls, store: Path) -> _Seen:
+        previous = load_accepted(store, columns=["id", "text", "file"])
+        ids = [str(i) for i in previous["id"]]
+        files = [str(f) for f in previous["file"]]
+        texts = {
+            text_key(str(t)): (i, f) for t, i, f in zip(previous["text"], ids, files, strict=True)
+        }
+        return cls(dict(zip(ids, files, strict=True)), texts)
+
+    def check(self, row: dict[str, Any], file: str, line: int | None) -> dict[str, Any] | Rejection:
+        rid, key = row["id"], text_key(row["text"])
+        if rid in self.lines:
+            return Rejection(
+                "duplicate_id", f"duplicate id {rid!r}: also on line {self.lines[rid]} of this file"
+            )
+        if rid in self.ids:
+            return Rejection(
+                "duplicate_id", f"duplicate id {rid!r}: already accepted from {self.ids[rid]}"
+            )
+        if key in self.texts:
+            other, where = self.texts[key]
+            place = (
+                f"line {self.text_lines[key]} of this file"
+                if key in self.text_lines
+                else f"accepted from {where}"
+            )
+            return Rejection(
+                "duplicate_text",
+                f"the text duplicates that of id {other!r} ({place}) once Unicode-normalised "
+                "and case- and whitespace-folded: the same tweet under another id",
+            )
+        self.lines[rid] = line
+        self.text_lines[key] = line
+        self.texts[key] = (rid, file)
+        return row
+
+    def end_of_file(self, file: str) -> None:
+        for rid in self.lines:
+            self.ids[rid] = file
+        self.lines.clear()
+        self.text_lines.clear()
+
+
+def _read_file_safely(path: Path, data: bytes, params: Params) -> Iterator[Parsed]:
+    """:func:`_read_file`, but a reader that fails in a way no rule foresaw ends the file with one
+    quarantined row naming the error, instead of aborting the ingest of every other file."""
+    rows = _read_file(path, data, params)
+    while True:
+        try:
+            item = next(rows)
+        except StopIteration:
+            return
+        except Exception as exc:  # any reader failure: bad content must not abort the ingest
+            yield (
+                None,
+                Rejection(
+                    "unreadable_file",
+                    f"reading stopped after the rows above: {type(exc).__name__}: {exc}"[:500],
+                ),
+                _original(data),
+            )
+            return
+        yield item
+
+
+def _check_row_safely(row: Mapping[str, object], params: Params) -> dict[str, Any] | Rejection:
+    try:
+        return check_row(row, params)
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        return Rejection("bad_value", f"the row could not be checked: {type(exc).__name__}: {exc}")
 
 
 def ingest(
@@ -564,50 +799,47 @@ def _ingest_locked(
     progress: Callable[[Path], None] | None,
     crash_before_commit: bool,
 ) -> IngestResult:
-    known_files = {f["sha256"]: e["batch"] for e in ledger["batches"] for f in e["files"]}
-    # ids already accepted: id -> the file that brought it
-    seen_ids: dict[str, str] = {}
-    previous = load_accepted(store, columns=["id", "file"])
-    seen_ids.update(zip(previous["id"].astype(str), previous["file"].astype(str), strict=True))
-
+    # sha256 -> (batch, whether it was a path that could not be read)
+    known_files = {
+        f["sha256"]: (e["batch"], bool(f.get("unreadable")))
+        for e in ledger["batches"]
+        for f in e["files"]
+    }
+    seen = _Seen.of(store)
     now = dt.datetime.now(dt.UTC)
     file_results: list[FileResult] = []
     accepted: list[dict[str, Any]] = []
     quarantined: list[dict[str, Any]] = []
+    unreadable: set[str] = set()
     batch_hash = hashlib.sha256()
     for path in files:
         if progress is not None:
             progress(path)
-        data = path.read_bytes()
-        sha = hashlib.sha256(data).hexdigest()
+        data, sha = _read_input(path)
         if sha in known_files:
-            file_results.append(
-                FileResult(
-                    str(path), sha, "skipped", 0, 0, 0, {}, f"already ingested ({known_files[sha]})"
-                )
+            where, was_unreadable = known_files[sha]
+            note = (
+                f"already quarantined as unreadable ({where}), unchanged since"
+                if was_unreadable
+                else f"already ingested ({where})"
             )
+            file_results.append(FileResult(str(path), sha, "skipped", 0, 0, 0, {}, note))
             continue
-        known_files[sha] = "this batch"
+        known_files[sha] = ("this batch", isinstance(data, Rejection))
         batch_hash.update(sha.encode())
+        if isinstance(data, Rejection):
+            unreadable.add(sha)
+            rows: Iterable[Parsed] = [(None, data, None)]
+        else:
+            rows = _read_file_safely(path, data, params)
         n_read = n_ok = 0
         reasons: dict[str, int] = {}
-        first_line: dict[str, int | None] = {}
         note = ""
-        for line, parsed, original in _read_file(path, data, params):
+        for line, parsed, original in rows:
             n_read += 1
-            result = parsed if isinstance(parsed, Rejection) else check_row(parsed, params)
+            result = parsed if isinstance(parsed, Rejection) else _check_row_safely(parsed, params)
             if not isinstance(result, Rejection):
-                rid = result["id"]
-                if rid in first_line:
-                    result = Rejection(
-                        "duplicate_id",
-                        f"duplicate id {rid!r}: also on line {first_line[rid]} of this file",
-                    )
-                elif rid in seen_ids:
-                    result = Rejection(
-                        "duplicate_id",
-                        f"duplicate id {rid!r}: already accepted from {seen_ids[rid]}",
-                    )
+                result = seen.check(result, path.name, line)
             if isinstance(result, Rejection):
                 reasons[result.kind] = reasons.get(result.kind, 0) + 1
                 if line is None:
@@ -624,11 +856,9 @@ def _ingest_locked(
                     }
                 )
                 continue
-            first_line[result["id"]] = line
             n_ok += 1
             accepted.append(result | {"file": path.name, "line": line})
-        for rid in first_line:
-            seen_ids[rid] = path.name
+        seen.end_of_file(path.name)
         file_results.append(
             FileResult(str(path), sha, "ingested", n_read, n_ok, n_read - n_ok, reasons, note)
         )
@@ -657,6 +887,7 @@ def _ingest_locked(
                 "accepted": f.accepted,
                 "quarantined": f.quarantined,
             }
+            | ({"unreadable": True} if f.sha256 in unreadable else {})
             for f in new_files
         ],
     }

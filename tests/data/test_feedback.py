@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from mlra.data.feedback import simulate, simulate_next
 from mlra.data.ingest import ingest, load_accepted
 from mlra.data.splits import SPLITS, feedback_pool, load_split, prepare
@@ -78,7 +80,9 @@ def test_cli_simulate_then_ingest(tmp_path: Path, capsys: Any) -> None:
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (summary["read"], summary["accepted"], summary["quarantined"]) == (80, 80, 0)
-    assert main(["feedback", "simulate", "--params", str(params_file), "--batches", "0"]) == 1
+    with pytest.raises(SystemExit) as exit_:  # a usage error, before anything runs
+        main(["feedback", "simulate", "--params", str(params_file), "--batches", "0"])
+    assert exit_.value.code == 2
 
 
 def test_simulate_next_writes_the_week_after_what_was_ingested(tmp_path: Path) -> None:

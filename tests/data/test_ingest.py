@@ -457,7 +457,10 @@ def test_cli_ingest_json_summary(tmp_path: Path, store: Path, capsys: Any) -> No
     summary = json.loads(out[-1])
     assert (summary["read"], summary["accepted"], summary["quarantined"]) == (3, 1, 2)
     assert [Path(f["path"]).name for f in summary["files"]] == ["a.jsonl", "b.parquet"]
-    assert main(["ingest", str(tmp_path / "missing.csv"), "--store", str(store)]) == 1
+    with pytest.raises(SystemExit) as exit_:  # a path that does not exist: a usage error
+        main(["ingest", str(tmp_path / "missing.csv"), "--store", str(store)])
+    assert exit_.value.code == 2
+    assert "no such file or folder" in capsys.readouterr().err
 
 
 def test_csv_reasons_name_the_physical_line(tmp_path: Path, store: Path, params: Params) -> None:
@@ -472,3 +475,189 @@ def test_csv_reasons_name_the_physical_line(tmp_path: Path, store: Path, params:
     (record,) = load_quarantine(store)
     assert record["line"] == 5 and record["content"]["label"] == "furious"
     assert load_accepted(store)["text"].iloc[0] == "claritin, a\nquoted line break"
+
+
+# ------------------------------------------------------------- hostile input (issue 12, point 9)
+
+HOSTILE_ROWS: list[tuple[str, bytes, str, str]] = [
+    (
+        "created_at that overflows once in UTC",
+        jsonl(good(2, created_at="9999-12-31T23:00:00-05:00")),
+        "bad_timestamp",
+        "created_at '9999-12-31T23:00:00-05:00' is out of range once converted to UTC",
+    ),
+    (
+        "created_at that underflows once in UTC",
+        jsonl(good(2, created_at="0001-01-01T00:30:00+01:00")),
+        "bad_timestamp",
+        "is out of range once converted to UTC",
+    ),
+    (
+        "a 5000-digit number",
+        b'{"text": "claritin x", "label": "neutral", "n": ' + b"7" * 5000 + b"}\n",
+        "malformed_json",
+        "a number has more than 4300 digits",
+    ),
+    (
+        "JSON nested 100,000 deep",
+        b'{"text": "claritin y", "label": "neutral", "n": '
+        + b"[" * 100_000
+        + b"]" * 100_000
+        + b"}\n",
+        "malformed_json",
+        "nested too deeply",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("content", "kind", "phrase"),
+    [case[1:] for case in HOSTILE_ROWS],
+    ids=[case[0] for case in HOSTILE_ROWS],
+)
+def test_hostile_row_is_quarantined_and_the_rest_ingested(
+    tmp_path: Path, store: Path, params: Params, content: bytes, kind: str, phrase: str
+) -> None:
+    data = jsonl(good(1)) + content + jsonl(good(3))
+    result = one_file(tmp_path, store, params, "hostile.jsonl", data)
+    assert (result.read, result.accepted, result.quarantined) == (3, 2, 1)
+    assert result.files[0].reasons == {kind: 1}
+    (record,) = load_quarantine(store)
+    assert phrase in record["reason"] and record["line"] == 2
+    assert sorted(load_accepted(store)["text"]) == [
+        "claritin dose 1 works",
+        "claritin dose 3 works",
+    ]
+
+
+def test_hostile_parquet_values_are_quarantined_per_row(
+    tmp_path: Path, store: Path, params: Params
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = 4
+    text = pa.array(
+        [b"claritin a", b"claritin \xff bad", b"claritin c", b"claritin d"], type=pa.binary()
+    ).view(pa.string())  # invalid UTF-8 inside a string column
+    stamps = pa.array([0, 0, 0, 10**14], type=pa.timestamp("s"))  # row 4: year ~3 million
+    table = pa.table(
+        {
+            "text": text,
+            "label": ["neutral"] * n,
+            "source": ["op"] * n,
+            "created_at": stamps,
+        }
+    )
+    path = tmp_path / "hostile.parquet"
+    pq.write_table(table, path)
+    result = ingest([path], store, params)
+    check_invariants(result, store)
+    assert (result.read, result.accepted, result.quarantined) == (4, 2, 2)
+    assert result.files[0].reasons == {"invalid_utf8": 1, "bad_value": 1}
+    by_line = {r["line"]: r["reason"] for r in load_quarantine(store)}
+    assert "column text" in by_line[2] and "column created_at" in by_line[4]
+
+
+def test_unreadable_paths_are_quarantined_and_other_files_ingested(
+    tmp_path: Path, store: Path, params: Params
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.jsonl").write_bytes(jsonl(good(1)))
+    os.mkfifo(inbox / "b.jsonl")  # reading it would block forever
+    (inbox / "c.jsonl").mkdir()  # a folder named like a data file
+    (inbox / "archive").mkdir()  # a plain sub-folder: not descended into, not reported
+    (inbox / "d.jsonl").symlink_to(tmp_path / "gone.jsonl")  # a broken link
+    (inbox / "e.csv").write_bytes("text,label\nclaritin ok,neutral\n".encode("utf-16"))
+    (inbox / "z.jsonl").write_bytes(jsonl(good(2)))
+    result = ingest([inbox], store, params)
+    check_invariants(result, store)
+    names = [Path(f.path).name for f in result.files]
+    assert names == ["a.jsonl", "b.jsonl", "c.jsonl", "d.jsonl", "e.csv", "z.jsonl"]
+    assert (result.read, result.accepted, result.quarantined) == (6, 2, 4)
+    notes = {Path(f.path).name: (f.reasons, f.note) for f in result.files}
+    assert notes["b.jsonl"] == ({"not_a_file": 1}, "a FIFO (named pipe), not a regular file: "
+                                "nothing was read")  # fmt: skip
+    assert notes["c.jsonl"][0] == {"not_a_file": 1} and "a folder" in notes["c.jsonl"][1]
+    assert notes["d.jsonl"][0] == {"unreadable_file": 1}
+    assert "a broken symbolic link" in notes["d.jsonl"][1]
+    assert notes["e.csv"][0] == {"wrong_encoding": 1} and "UTF-16" in notes["e.csv"][1]
+    # the FIFO given by name, beside a good file, is no error either
+    result = ingest([inbox / "b.jsonl", write(tmp_path, "f.jsonl", jsonl(good(3)))], store, params)
+    check_invariants(result, store)
+    # unchanged, it was reported once: now skipped, saying why
+    assert [f.status for f in result.files] == ["skipped", "ingested"]
+    assert "already quarantined as unreadable" in result.files[0].note
+    assert result.accepted == 1
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_file_without_read_permission_is_quarantined(
+    tmp_path: Path, store: Path, params: Params
+) -> None:
+    locked = write(tmp_path, "locked.jsonl", jsonl(good(1)))
+    locked.chmod(0)
+    result = ingest([locked, write(tmp_path, "ok.jsonl", jsonl(good(2)))], store, params)
+    check_invariants(result, store)
+    assert (result.read, result.accepted) == (2, 1)
+    assert "Permission denied" in result.files[0].note
+    locked.chmod(0o644)  # once readable, it is ingested for real
+    assert ingest([locked], store, params).accepted == 1
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux /proc")
+def test_file_that_fails_to_read_is_quarantined(
+    tmp_path: Path, store: Path, params: Params
+) -> None:
+    bad = tmp_path / "in" / "io-error.jsonl"
+    bad.parent.mkdir()
+    bad.symlink_to("/proc/self/mem")  # a regular file whose read fails (EIO), even for root
+    result = ingest([bad, write(tmp_path, "ok.jsonl", jsonl(good(2)))], store, params)
+    check_invariants(result, store)
+    assert (result.read, result.accepted) == (2, 1)
+    assert result.files[0].reasons == {"unreadable_file": 1}
+    assert "cannot read it: Input/output error" in result.files[0].note
+
+
+def test_same_text_under_another_id_is_quarantined(
+    tmp_path: Path, store: Path, params: Params
+) -> None:
+    one_file(tmp_path, store, params, "a.jsonl", jsonl(good(1, id="first", text="Café  Claritin")))
+    # NFD "e + combining acute", other case and spacing: the same tweet, another id
+    again = "  cafe\u0301 CLARITIN "
+    result = one_file(
+        tmp_path,
+        store,
+        params,
+        "b.jsonl",
+        jsonl(
+            good(2, id="second", text=again),
+            good(3, id="third"),
+            good(4, id="fourth", text="claritin DOSE 3 works"),
+        ),
+    )
+    assert (result.read, result.accepted) == (3, 1)
+    assert result.files[0].reasons == {"duplicate_text": 2}
+    first, second = reasons(store)
+    assert "duplicates that of id 'first' (accepted from a.jsonl)" in first
+    assert "duplicates that of id 'third' (line 2 of this file)" in second
+    assert list(load_accepted(store)["id"]) == ["first", "third"]
+
+
+def test_cli_ingest_survives_a_fifo(tmp_path: Path, store: Path, capsys: Any) -> None:
+    from mlra.cli import main
+    from tests.data.synthetic import REPO
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.jsonl").write_bytes(jsonl(good(1)))
+    os.mkfifo(inbox / "pipe.jsonl")
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text((REPO / "params.yaml").read_text())
+    code = main(
+        ["ingest", str(inbox), "--store", str(store), "--params", str(params_file), "--json"]
+    )
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (summary["read"], summary["accepted"], summary["quarantined"]) == (2, 1, 1)
