@@ -35,6 +35,7 @@ from typing import Any, Final, Protocol
 
 from mlra._hashing import canonical_json, sha256_hex
 from mlra.errors import ConfigError, MlraError
+from mlra.redact import redact  # re-exported: callers import redact from here
 
 __all__ = [
     "ACTIONS",
@@ -63,31 +64,9 @@ ACTIONS: Final = (
     "promotion",
     "rollback",
     "retrain_check",  # the scheduled check: enough new feedback to retrain, or not
+    "repair",  # registry aliases and tags put back where the trail says (`mlra repair`)
 )
 GENESIS: Final = "0" * 64
-
-# Key names whose values are secrets: password, db_passwd, client_secret, api_key, auth_token,
-# Authorization, ... but not passed, bypass or author.
-_SECRET_KEY = re.compile(
-    r"(?<![a-z])pass(word|wd|phrase)?(?![a-z])|secret|token|api[_-]?key|credential"
-    r"|(?<![a-z])auth(orization)?(?![a-z])",
-    re.IGNORECASE,
-)
-_URI_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]+):[^@/\s]+@", re.I)
-REDACTED: Final = "***"
-
-
-def redact(value: Any) -> Any:
-    """``value`` with secrets replaced: values under secret-like keys, and passwords in URIs."""
-    if isinstance(value, Mapping):
-        return {
-            str(k): REDACTED if _SECRET_KEY.search(str(k)) else redact(v) for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
-    if isinstance(value, str):
-        return _URI_PASSWORD.sub(rf"\g<scheme>\g<user>:{REDACTED}@", value)
-    return value
 
 
 @dataclass(frozen=True)
@@ -221,6 +200,8 @@ class Trail(Protocol):
 
     def verify(self, anchors: Mapping[str, int] | None = None) -> Verification: ...
 
+    def exists(self) -> bool: ...
+
 
 def history(trail: Trail, **subject: Any) -> list[AuditRecord]:
     """The records whose subject has every given key with the given value (as a string)."""
@@ -232,8 +213,11 @@ class FileTrail:
     """The trail as a JSON Lines file, appended under a file lock."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        from mlra.witness import default_witness
+
         self.path = Path(path)
         self.location = str(self.path)
+        self.witness = default_witness(self.path)  # signed head checkpoints (mlra.witness)
 
     def _lines(self) -> Iterator[str]:
         if not self.path.exists():
@@ -289,13 +273,19 @@ class FileTrail:
                 f.write(record.to_json() + "\n")
                 f.flush()
                 os.fsync(f.fileno())
+            self.witness.checkpoint(record.seq, record.hash, record.time)
         return record
 
     def records(self) -> list[AuditRecord]:
         return [AuditRecord.from_json(line) for line in self._lines()]
 
     def verify(self, anchors: Mapping[str, int] | None = None) -> Verification:
-        return verify(self._lines(), anchors)
+        """The chain, the given anchors (the registry's) and the witness's signed checkpoints."""
+        return _verify_witnessed(self._lines(), anchors, self.witness, self.exists())
+
+    def exists(self) -> bool:
+        """Whether the trail file is there (a missing trail is never "intact: 0 records")."""
+        return self.path.is_file()
 
 
 class SqlTrail:
@@ -316,12 +306,31 @@ class SqlTrail:
             sa.Column("hash", sa.String(64), nullable=False, unique=True),
             sa.Column("record", sa.Text, nullable=False),
         )
+        self._meta = meta
+        self._created = False
+        witness = os.environ.get("MLRA_AUDIT_WITNESS")  # a database trail's second anchor
+        from mlra.witness import Witness
+
+        self.witness = Witness(witness) if witness else None
+
+    def _create(self) -> None:
+        """Create the table on first write (reading a mistyped URL must not create a trail)."""
+        import sqlalchemy as sa
+
+        if self._created:
+            return
         try:
-            meta.create_all(self._engine)
+            self._meta.create_all(self._engine)
         except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
             # another process created the table at the same moment (PostgreSQL reports the race
             # as a duplicate type or table); it exists now, and anything else raises again here
-            meta.create_all(self._engine)
+            self._meta.create_all(self._engine)
+        self._created = True
+
+    def exists(self) -> bool:
+        import sqlalchemy as sa
+
+        return bool(sa.inspect(self._engine).has_table(self.TABLE))
 
     def append(
         self,
@@ -332,6 +341,7 @@ class SqlTrail:
     ) -> AuditRecord:
         import sqlalchemy as sa
 
+        self._create()
         for attempt in range(100):
             try:
                 with self._engine.begin() as conn:  # rolls back on any exception
@@ -347,6 +357,8 @@ class SqlTrail:
                             seq=seq, hash=record.hash, record=record.to_json()
                         )
                     )
+                if self.witness is not None:
+                    self.witness.checkpoint(record.seq, record.hash, record.time)
                 return record
             except (sa.exc.IntegrityError, sa.exc.OperationalError):
                 # another writer took this seq (or holds SQLite's lock): re-read the head, retry
@@ -358,6 +370,8 @@ class SqlTrail:
     def _rows(self) -> Sequence[str]:
         import sqlalchemy as sa
 
+        if not self.exists():
+            return []
         with self._engine.connect() as conn:
             return [
                 r.record
@@ -368,7 +382,33 @@ class SqlTrail:
         return [AuditRecord.from_json(line) for line in self._rows()]
 
     def verify(self, anchors: Mapping[str, int] | None = None) -> Verification:
-        return verify(self._rows(), anchors)
+        rows = self._rows()
+        if self.witness is None:
+            return verify(rows, anchors)
+        return _verify_witnessed(rows, anchors, self.witness, bool(rows))
+
+
+def _verify_witnessed(
+    lines: Iterable[AuditRecord | str],
+    anchors: Mapping[str, int] | None,
+    witness: Any,
+    has_records: bool,
+) -> Verification:
+    """:func:`verify` with the witness's checkpoints as anchors too; a witness that is gone
+    while the trail has records, or whose checkpoints do not verify, is a failure."""
+    lines = list(lines)
+    if not witness.exists():
+        if lines and has_records:
+            return Verification(
+                False, len(lines), GENESIS, 0,
+                f"the head checkpoints {witness.location} are missing (the trail's second "
+                "anchor, mlra.witness): restore them",
+            )  # fmt: skip
+        return verify(lines, anchors)
+    extra, problem = witness.anchors()
+    if problem is not None:
+        return Verification(False, len(lines), GENESIS, 0, problem)
+    return verify(lines, {**extra, **(anchors or {})})
 
 
 def open_trail(location: str | os.PathLike[str]) -> FileTrail | SqlTrail:

@@ -161,6 +161,7 @@ class ValidationParams:
     min_train_rows: int
     min_label_share: float
     max_label_share: float
+    report_dir: str = "reports/validation"  # report.json, report.html, data_docs/
 
     def __post_init__(self) -> None:
         _require(self.min_train_rows >= 1, "validation.min_train_rows", self.min_train_rows, ">= 1")
@@ -211,6 +212,20 @@ class RegistryParams:
 
 
 @dataclasses.dataclass(frozen=True)
+class Approver:
+    """A person who may approve versions, with the Ed25519 public key their approvals are signed
+    with (``mlra keys show NAME`` prints it; docs/governance.md)."""
+
+    name: str
+    public_key: str
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name.strip()), "promotion.approvers[].name", self.name, "a name")
+        _require(len(self.public_key.strip()) >= 32, f"promotion.approvers[{self.name}].public_key",
+                 self.public_key, "an Ed25519 public key (base64)")  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
 class PromotionParams:
     """What a version must show before it may serve (``mlra.promotion``; docs/governance.md).
 
@@ -219,13 +234,17 @@ class PromotionParams:
     reported but not gated. ``approval``: ``manual`` (a person approves each champion),
     ``automatic`` (recorded as the approver ``policy:automatic``), or ``first-automatic`` (the
     first champion, when none serves yet, is promoted by the policy; every later one needs a
-    person).
+    person). ``approvers``: who may approve, with their public keys (empty: anyone whose key is
+    in the local keyring, created on first use). ``separation_of_duties``: the actor who trained
+    or registered a version may not approve it.
     """
 
     min_overall_gain: float
     max_slice_regression: float
     min_slice_support: int
     approval: str
+    approvers: tuple[Approver, ...] = ()
+    separation_of_duties: bool = True
 
     def __post_init__(self) -> None:
         key = "promotion"
@@ -449,12 +468,20 @@ def _build(cls: type[T], raw: object, key: str) -> T:
         raise ConfigError(
             f"params: unknown keys in {where}: {', '.join(unknown)} (known: {', '.join(fields)})"
         )
-    missing = [name for name in fields if name not in raw]
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in raw
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
     if missing:
         raise ConfigError(f"params: missing keys in {where}: {', '.join(missing)}")
     hints = typing.get_type_hints(cls)
     values = {
-        name: _convert(hints[name], raw[name], f"{key}.{name}" if key else name) for name in fields
+        name: _convert(hints[name], raw[name], f"{key}.{name}" if key else name)
+        for name in fields
+        if name in raw
     }
     return cls(**values)
 

@@ -1,27 +1,24 @@
-"""Promotion: the gates, the challenger, approval, the champion, rollback.
+"""Promotion: the gates, the challenger, approval, the champion, rollback and repair.
 
-A registered version moves through the registry's aliases:
+Every decision here is taken from the **verified audit trail** (:meth:`Registry.state`,
+:mod:`mlra.governance`), never from registry tags, which anyone with write access to MLflow can
+edit. Tags, aliases and the model card are the trail's projection, rewritten after each decision
+(:meth:`Registry.sync`); :meth:`Registry.reconcile` lists where the live registry disagrees.
 
 1. :func:`run_gates` checks the gates of params.yaml's ``promotion`` section, in order
-   (:data:`GATES`): it was registered through mlra, its data validation passed, its artifact
-   verifies, it was evaluated against the champion that is still the champion, its overall
-   macro-F1 gains enough over that champion (over the base model when there is none), and no slice
-   regresses more than allowed. A passing version gets the alias ``challenger``. The decision is
-   an audit record and the tag ``mlra.gate`` (``passed`` or ``refused:<gate>``).
-2. :func:`approve` (a person, with a reason) or :func:`reject`. Tags ``mlra.approved_by``,
-   ``mlra.approval_reason``, ``mlra.approved_at`` (or ``mlra.rejected_*``) and an audit record.
-3. :func:`promote` moves ``champion`` to the version: the gates again (fresh: the artifact is
-   verified again, the champion may have moved), then an approval newer than any rollback of the
-   version, unless ``promotion.approval`` is ``automatic``, or ``first-automatic`` while no
-   champion serves yet (the approver recorded is then ``policy:automatic``). Refusal raises
-   :class:`~mlra.errors.PromotionRefused` naming the gate, and is recorded too. The new
-   champion's ``mlra.previous_champion`` remembers the old one.
-4. :func:`rollback` moves ``champion`` back to ``mlra.previous_champion`` of the current one.
+   (:data:`GATES`): a registration record of its own, data validation passed (as recorded at
+   registration), the artifact verifies (files, sha256, base fingerprint, signature), it was
+   evaluated against the champion that still serves, its overall macro-F1 gains enough, and no
+   slice regresses more than allowed. A passing version becomes ``challenger``.
+2. :func:`approve` (a person, with a reason, signed with their key) or :func:`reject`. Who may
+   approve: ``promotion.approvers`` (names and public keys) and separation of duties (the actor
+   who trained or registered a version may not approve it).
+3. :func:`promote` moves ``champion``: the gates again, then an approval newer than any rejection
+   or rollback of the version whose signature verifies, unless the policy is automatic.
+4. :func:`rollback` moves ``champion`` back to the version the current champion replaced (by the
+   trail). :func:`repair` puts aliases and tags back where the trail says, recorded.
 
-Every mutation holds the registry's lock (:meth:`mlra.registry.Registry.locked`), so two
-promotions at once run one after the other: one champion, a consistent trail. After moving an alias
-it is read back; if another writer moved it meanwhile (possible only on a remote store that the
-lock does not cover) the record says so and :class:`~mlra.errors.PromotionRefused` is raised.
+Every mutation holds the registry's lock, so two promotions at once run one after the other.
 """
 
 from __future__ import annotations
@@ -31,10 +28,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from mlra._hashing import canonical_json
 from mlra.audit import AuditRecord
 from mlra.config import PromotionParams
-from mlra.errors import IntegrityError, MlraError, PromotionRefused
-from mlra.registry import CHALLENGER, CHAMPION, Registry, _check_text, _now
+from mlra.errors import IntegrityError, PromotionRefused
+from mlra.governance import (
+    CHALLENGER,
+    CHAMPION,
+    Finding,
+    ModelState,
+    VersionState,
+    key_identity,
+)
+from mlra.registry import Registry
+from mlra.registry.store import check_text
 
 __all__ = [
     "AUTOMATIC",
@@ -48,6 +55,7 @@ __all__ = [
     "evaluate_gates",
     "promote",
     "reject",
+    "repair",
     "rollback",
     "run_gates",
 ]
@@ -110,10 +118,16 @@ class Transition:
     record: AuditRecord
 
 
-def evaluate_gates(registry: Registry, version: str | int, policy: PromotionParams) -> GateDecision:
-    """Check every gate for ``version`` without changing anything."""
+def evaluate_gates(
+    registry: Registry,
+    version: str | int,
+    policy: PromotionParams,
+    state: ModelState | None = None,
+) -> GateDecision:
+    """Check every gate for ``version`` without changing anything (from the trail's state)."""
+    state = state or registry.state()
     v = str(registry.version(version).version)
-    tags = registry.tags(v)
+    vs = state.version(v)
     results: list[GateResult] = []
 
     def gate(name: str, ok: bool, detail: str) -> bool:
@@ -122,35 +136,39 @@ def evaluate_gates(registry: Registry, version: str | int, policy: PromotionPara
 
     if not gate(
         "registered",
-        "mlra.audit.registration" in tags and "mlra.adapter_sha256" in tags,
-        "registered through mlra (lineage tags and registration record)"
-        if "mlra.audit.registration" in tags
-        else "no registration record: register versions with mlra.registry.Registry.register",
+        vs is not None,
+        f"registration record {vs.registration.seq} by {vs.registered_by!r}"
+        if vs is not None
+        else "no registration record of its own in the audit trail: register versions with "
+        "`mlra register` (a copied or hand-made version is never promoted)",
     ):
         return GateDecision(v, tuple(results))
-    validation = tags.get("mlra.validation", "missing")
-    if not gate("validation", validation == "passed", f"data validation {validation}"):
+    assert vs is not None
+    if not gate(
+        "validation",
+        vs.validation == "passed",
+        f"data validation {vs.validation} (registration record {vs.registration.seq})",
+    ):
         return GateDecision(v, tuple(results))
     try:
         with tempfile.TemporaryDirectory(prefix="mlra-gate-") as tmp:
-            fetched = registry.fetch(v, tmp)
-        metrics = registry.metrics(v)
-        ok, detail = True, f"sha256 {fetched.manifest.sha256[:12]}… verified"
+            fetched = registry.fetch(v, tmp, state)
+        metrics = registry.metrics(v, state)
+        ok, detail = True, f"sha256 {fetched.manifest.sha256[:12]}… and signature verified"
     except IntegrityError as exc:
         ok, detail = False, str(exc)
     if not gate("artifact", ok, detail):
         return GateDecision(v, tuple(results))
-    parent = tags.get("mlra.parent_version", "none")
-    champion = registry.alias(CHAMPION)
-    fresh = (champion or "none") == parent or champion == v
+    parent, champion = vs.parent, state.champion
+    fresh = parent == champion or champion == v
     if not gate(
         "champion",
         fresh,
-        f"evaluated against {'v' + parent if parent != 'none' else 'the base model'}"
+        f"evaluated against {_v(parent) if parent else 'the base model'}"
         + ("" if fresh else f", but the champion is now v{champion}: evaluate it again"),
     ):
         return GateDecision(v, tuple(results))
-    reference = f"champion v{parent}" if parent != "none" else "the base model"
+    reference = f"champion v{parent}" if parent else "the base model"
     gain = float(metrics.overall.candidate["macro_f1"]) - float(
         metrics.overall.reference()["macro_f1"]
     )
@@ -193,80 +211,165 @@ def run_gates(
 ) -> GateDecision:
     """Check the gates, record the decision, and give a passing version the ``challenger``
     alias (a refused one loses it). Returns the decision; raises nothing for a refusal."""
-    actor = _check_text("the actor", actor)
+    actor = check_text("the actor", actor)
     with registry.locked():
-        decision = evaluate_gates(registry, version, policy)
-        _record_gate(registry, decision, actor, requested=CHALLENGER)
-        v = decision.version
-        if decision.passed:
-            registry.client.set_registered_model_alias(registry.model, CHALLENGER, v)
-        elif registry.alias(CHALLENGER) == v:
-            registry.client.delete_registered_model_alias(registry.model, CHALLENGER)
-        _refresh(registry, v)
+        _require_consistent(registry, f"gating v{version}")
+        state = registry.state()
+        decision = evaluate_gates(registry, version, policy, state)
+        _record_gate(registry, state, decision, actor, requested=CHALLENGER)
+        _project(registry, decision.version)
     return decision
 
 
-def _record_gate(registry: Registry, decision: GateDecision, actor: str, requested: str) -> None:
-    outcome = decision.to_dict()
-    registry.record(actor, "gate", decision.version, {**outcome, "requested": requested})
-    registry.client.set_model_version_tag(
-        registry.model, decision.version, "mlra.gate", outcome["outcome"]
+def _record_gate(
+    registry: Registry,
+    state: ModelState,
+    decision: GateDecision,
+    actor: str,
+    requested: str,
+) -> None:
+    vs = state.version(decision.version)
+    registry.record(
+        actor,
+        "gate",
+        decision.version,
+        {**decision.to_dict(), "requested": requested},
+        adapter_sha256=vs.adapter_sha256 if vs else None,
     )
 
 
-def approve(registry: Registry, version: str | int, by: str, reason: str) -> AuditRecord:
-    """Record ``by``'s approval of ``version`` for promotion to champion, with ``reason``.
+def _who_may_approve(vs: VersionState, by: str, policy: PromotionParams | None) -> None:
+    """The approval rules: a listed approver (when ``promotion.approvers`` is set) and
+    separation of duties. Raises PromotionRefused naming the rule."""
+    if by == AUTOMATIC:
+        raise PromotionRefused(
+            f"rule 'approver': {AUTOMATIC!r} is the policy's name; a person approves with their "
+            "own name"
+        )
+    if policy is not None and policy.approvers and by not in {a.name for a in policy.approvers}:
+        names = ", ".join(a.name for a in policy.approvers)
+        raise PromotionRefused(
+            f"rule 'approvers': {by!r} is not in promotion.approvers ({names}); ask one of them"
+        )
+    if policy is None or policy.separation_of_duties:
+        for role, actor in (("trained", vs.trained_by), ("registered", vs.registered_by)):
+            if actor == by:
+                raise PromotionRefused(
+                    f"rule 'separation of duties': {by!r} {role} v{vs.version} and may not "
+                    "approve it; another person must (promotion.separation_of_duties)"
+                )
 
-    Only a version whose last gate decision passed can be approved (run the gates first).
-    """
-    by, reason = _check_text("--by", by), _check_text("--reason", reason)
+
+def _signed_payload(model: str, vs: VersionState, decision: str, by: str, reason: str) -> bytes:
+    return canonical_json(
+        {
+            "model": model,
+            "version": vs.version,
+            "adapter_sha256": vs.adapter_sha256,
+            "decision": decision,
+            "by": by,
+            "reason": reason,
+        }
+    )
+
+
+def approve(
+    registry: Registry,
+    version: str | int,
+    by: str,
+    reason: str,
+    policy: PromotionParams | None = None,
+) -> AuditRecord:
+    """Record ``by``'s approval of ``version`` for promotion to champion, with ``reason``, signed
+    with ``by``'s key from the keyring (created on first use; :mod:`mlra.signing`).
+
+    Only a version whose last gate decision passed (by the trail) can be approved, and only by a
+    person the policy allows (:func:`_who_may_approve`)."""
+    from mlra.signing import Keyring
+
+    by, reason = check_text("--by", by), check_text("--reason", reason)
     with registry.locked():
+        _require_consistent(registry, f"approving v{version}")
+        state = registry.state()
         v = str(registry.version(version).version)
-        tags = registry.tags(v)
-        if tags.get("mlra.gate") != "passed":
+        vs = _require_registered(state, v)
+        if vs.gate != "passed":
             raise PromotionRefused(
                 f"gate 'approval': v{v} has not passed the gates (last decision: "
-                f"{tags.get('mlra.gate', 'none yet')}); run `mlra gate {v}` first"
+                f"{vs.gate or 'none yet'}); run `mlra gate {v}` first"
             )
-        if registry.alias(CHAMPION) == v:
+        if state.champion == v:
             raise PromotionRefused(f"gate 'approval': v{v} is already the champion")
-        record = _approve(registry, v, by, reason)
-        _refresh(registry, v)
-    return record
-
-
-def _approve(registry: Registry, v: str, by: str, reason: str) -> AuditRecord:
-    record = registry.record(by, "approval", v, {"reason": reason, "outcome": "approved"})
-    for key, value in (
-        ("mlra.approved_by", by),
-        ("mlra.approval_reason", reason),
-        ("mlra.approved_at", record.time),
-    ):
-        registry.client.set_model_version_tag(registry.model, v, key, _tag(value))
+        _who_may_approve(vs, by, policy)
+        payload = _signed_payload(registry.model, vs, "approved", by, reason)
+        signature = Keyring().signer(key_identity(by)).sign(payload)
+        record = registry.record(
+            by,
+            "approval",
+            v,
+            {"reason": reason, "outcome": "approved", "signature": dict(signature.to_dict())},
+            adapter_sha256=vs.adapter_sha256,
+        )
+        _project(registry, v)
     return record
 
 
 def reject(registry: Registry, version: str | int, by: str, reason: str) -> AuditRecord:
     """Record ``by``'s rejection of ``version``: it loses ``challenger`` and cannot be promoted
     (a later approval overrides the rejection, and is recorded as such)."""
-    by, reason = _check_text("--by", by), _check_text("--reason", reason)
+    by, reason = check_text("--by", by), check_text("--reason", reason)
     with registry.locked():
+        _require_consistent(registry, f"rejecting v{version}")
+        state = registry.state()
         v = str(registry.version(version).version)
-        if registry.alias(CHAMPION) == v:
+        vs = _require_registered(state, v)
+        if state.champion == v:
             raise PromotionRefused(
-                f"gate 'rejection': v{v} is the champion; roll back (`mlra rollback`) instead"
+                f"gate 'rejection'': v{v} is the champion; roll back (`mlra rollback`) instead"
             )
-        record = registry.record(by, "rejection", v, {"reason": reason, "outcome": "rejected"})
-        for key, value in (
-            ("mlra.rejected_by", by),
-            ("mlra.rejection_reason", reason),
-            ("mlra.rejected_at", record.time),
-        ):
-            registry.client.set_model_version_tag(registry.model, v, key, _tag(value))
-        if registry.alias(CHALLENGER) == v:
-            registry.client.delete_registered_model_alias(registry.model, CHALLENGER)
-        _refresh(registry, v)
+        record = registry.record(
+            by,
+            "rejection",
+            v,
+            {"reason": reason, "outcome": "rejected"},
+            adapter_sha256=vs.adapter_sha256,
+        )
+        _project(registry, v)
     return record
+
+
+def _approval_refusal(registry: Registry, vs: VersionState, policy: PromotionParams) -> str | None:
+    """Why ``vs`` may not be promoted for lack of a valid approval (None: it may)."""
+    from mlra.signing import verify
+
+    v = vs.version
+    if vs.approval is None:
+        return f"no approval recorded; run `mlra approve {v} --by NAME --reason TEXT`"
+    if not vs.approved:
+        if vs.rolled_back is not None and vs.rolled_back.seq > vs.approval.seq:
+            return (
+                f"it was rolled back at {vs.rolled_back.time}, after its approval; approve it again"
+            )
+        assert vs.rejection is not None
+        return f"rejected by {vs.rejection.by!r} after its approval"
+    a = vs.approval
+    try:
+        _who_may_approve(vs, a.by, policy)
+    except PromotionRefused as exc:
+        return f"the approval by {a.by!r} no longer satisfies the policy: {exc}"
+    if not isinstance(a.signature, Mapping):
+        return f"the approval by {a.by!r} (record {a.seq}) is not signed"
+    listed = {x.name: x.public_key for x in policy.approvers}
+    key = listed.get(a.by) or str(a.signature.get("public_key", ""))
+    try:
+        verify(
+            _signed_payload(registry.model, vs, "approved", a.by, a.reason),
+            a.signature,
+            {key_identity(a.by): key},
+        )
+    except IntegrityError as exc:
+        return f"the approval by {a.by!r} (record {a.seq}) does not verify: {exc}"
+    return None
 
 
 def promote(
@@ -274,178 +377,252 @@ def promote(
 ) -> Transition:
     """Make ``version`` the champion, if it passes every gate and is approved (or the policy is
     automatic). Raises :class:`PromotionRefused` naming the gate, after recording the refusal."""
-    actor = _check_text("the actor", actor)
+    actor = check_text("the actor", actor)
     with registry.locked():
+        _require_consistent(registry, f"promoting v{version}")
+        state = registry.state()
         v = str(registry.version(version).version)
-        previous = registry.alias(CHAMPION)
+        previous = state.champion
         if previous == v:
             raise PromotionRefused(f"gate 'champion': v{v} is already the champion")
-        decision = evaluate_gates(registry, v, policy)
+        decision = evaluate_gates(registry, v, policy, state)
         refusal: str | None = None if decision.passed else str(decision)
-        tags = registry.tags(v)
-        approved_at = tags.get("mlra.approved_at")
         automatic = policy.approval == "automatic" or (
             policy.approval == "first-automatic" and previous is None
         )
+        vs = state.version(v)
         if refusal is None and not automatic:
-            if approved_at is None:
-                refusal = (
-                    f"v{v} refused at gate 'approval': no approval recorded; "
-                    f"run `mlra approve {v} --by NAME --reason TEXT`"
-                )
-            elif approved_at < tags.get("mlra.rolled_back_at", ""):
-                refusal = (
-                    f"v{v} refused at gate 'approval': it was rolled back at "
-                    f"{tags['mlra.rolled_back_at']}, after its approval; approve it again"
-                )
-            elif approved_at < tags.get("mlra.rejected_at", ""):
-                refusal = (
-                    f"v{v} refused at gate 'approval': rejected by "
-                    f"{tags.get('mlra.rejected_by')!r} after its approval"
-                )
+            assert vs is not None
+            why = _approval_refusal(registry, vs, policy)
+            if why is not None:
+                refusal = f"v{v} refused at gate 'approval': {why}"
+        _record_gate(registry, state, decision, actor, requested=CHAMPION)
         if refusal is not None:
-            _record_gate(registry, decision, actor, requested=CHAMPION)
             if decision.passed:  # refused for lack of approval: say so in the trail too
+                assert vs is not None
                 registry.record(
                     actor,
                     "promotion",
                     v,
                     {"outcome": "refused", "reason": refusal.split(": ", 1)[1]},
+                    adapter_sha256=vs.adapter_sha256,
                 )
-            _refresh(registry, v)
+            _project(registry, v)
             raise PromotionRefused(refusal)
-        _record_gate(registry, decision, actor, requested=CHAMPION)
-        approver = tags.get("mlra.approved_by", "")
+        assert vs is not None
         if automatic:
-            approver = AUTOMATIC
             why = (
                 "automatic"
                 if policy.approval == "automatic"
                 else "first-automatic and no champion serves yet"
             )
-            _approve(registry, v, AUTOMATIC, f"params.yaml promotion.approval is {why}")
+            _approve_automatically(registry, vs, f"params.yaml promotion.approval is {why}")
+            approver = AUTOMATIC
+        else:
+            assert vs.approval is not None
+            approver = vs.approval.by
         transition = _move_champion(
-            registry, v, previous, actor, "promotion", {"approved_by": approver}
+            registry, vs, previous, actor, "promotion", {"approved_by": approver}
         )
-        if registry.alias(CHALLENGER) == v:
-            registry.client.delete_registered_model_alias(registry.model, CHALLENGER)
-        registry.client.set_model_version_tag(registry.model, v, "mlra.previous_champion",
-                                              previous or "none")  # fmt: skip
-        registry.client.set_model_version_tag(registry.model, v, "mlra.promoted_at", _now())
-        for changed in filter(None, (v, previous)):
-            _refresh(registry, changed)
+        _project(registry, *filter(None, (v, previous)))
     return transition
 
 
-def rollback(registry: Registry, actor: str, reason: str = "") -> Transition:
-    """Move ``champion`` back to the version it replaced (``mlra.previous_champion``)."""
-    actor = _check_text("--by", actor)
+def _approve_automatically(registry: Registry, vs: VersionState, reason: str) -> None:
+    from mlra.signing import Keyring
+
+    signature = (
+        Keyring()
+        .signer(key_identity(AUTOMATIC))
+        .sign(_signed_payload(registry.model, vs, "approved", AUTOMATIC, reason))
+    )
+    registry.record(
+        AUTOMATIC,
+        "approval",
+        vs.version,
+        {"reason": reason, "outcome": "approved", "signature": dict(signature.to_dict())},
+        adapter_sha256=vs.adapter_sha256,
+    )
+
+
+def rollback(registry: Registry, actor: str, reason: str) -> Transition:
+    """Move ``champion`` back to the version the current champion replaced, by the trail (an
+    alias moved by hand does not change what "previous" means)."""
+    actor = check_text("--by", actor)
+    reason = check_text("--reason", reason)
     with registry.locked():
-        current = registry.alias(CHAMPION)
+        state = registry.state()
+        # an emergency move to the recorded previous champion: allowed when the registry was
+        # tampered with (it is where the trail says to go), and the findings are recorded
+        findings = [str(f) for f in registry.reconcile()]
+        current = state.champion
         if current is None:
             raise PromotionRefused("gate 'rollback': there is no champion to roll back")
-        previous = registry.tags(current).get("mlra.previous_champion", "none")
-        if previous == "none":
+        previous = state.previous.get(current)
+        if previous is None:
             raise PromotionRefused(
                 f"gate 'rollback': champion v{current} has no previous champion to roll back to"
             )
         with tempfile.TemporaryDirectory(prefix="mlra-rollback-") as tmp:
-            registry.fetch(previous, tmp)  # never point serving at an artifact that fails to verify
+            registry.fetch(previous, tmp, state)  # never serve an artifact that fails to verify
         transition = _move_champion(
-            registry, previous, current, actor, "rollback", {"reason": reason, "from": current}
+            registry,
+            state.versions[previous],
+            current,
+            actor,
+            "rollback",
+            {"reason": reason, "from": current, "findings": findings},
         )
-        for key, value in (
-            ("mlra.rolled_back_at", transition.record.time),
-            ("mlra.rolled_back_by", actor),
-            ("mlra.rollback_reason", reason),
-        ):
-            registry.client.set_model_version_tag(registry.model, current, key, _tag(value))
-        for changed in (previous, current):
-            _refresh(registry, changed)
+        _project(registry, previous, current)
     return transition
+
+
+def repair(registry: Registry, actor: str, reason: str) -> list[Finding]:
+    """Put the registry back where the trail says: the trail tag, each alias, and every
+    version's ``mlra.*`` tags and card. Recorded (one ``repair`` record listing what was found).
+    Returns the findings that remain (e.g. a copied version, which is left for a person to
+    delete)."""
+    actor = check_text("--by", actor)
+    reason = check_text("--reason", reason)
+    with registry.locked():
+        registry.restore_trail_tag()
+        found = registry.reconcile()
+        if any(f.kind == "trail" for f in found):
+            raise IntegrityError(
+                "the audit trail itself does not verify: restore it before repairing the "
+                "registry from it; " + "; ".join(str(f) for f in found if f.kind == "trail")
+            )
+        state = registry.state()
+        for alias, want in ((CHAMPION, state.champion), (CHALLENGER, state.challenger)):
+            if registry.alias(alias) != want:
+                registry.set_alias(alias, want)
+        live = {str(mv.version) for mv in registry.versions()}
+        for v in sorted(set(state.versions) & live, key=int):
+            registry.sync(v, state)
+        registry.record(
+            actor,
+            "repair",
+            None,
+            {"reason": reason, "findings": [str(f) for f in found], "outcome": "done"},
+        )
+    return registry.reconcile()
 
 
 def _move_champion(
     registry: Registry,
-    v: str,
+    vs: VersionState,
     previous: str | None,
     actor: str,
     action: str,
     details: Mapping[str, Any],
 ) -> Transition:
-    """Point ``champion`` at ``v``, read it back, record the move (with the one it replaced)."""
-    registry.client.set_registered_model_alias(registry.model, CHAMPION, v)
-    now = registry.alias(CHAMPION)
-    outcome = "done" if now == v else f"overwritten: champion is v{now}"
+    """Record the move of ``champion`` to ``vs`` in the trail (the decision), then point the
+    alias there and read it back (the projection)."""
+    v = vs.version
     record = registry.record(
-        actor, action, v, {**details, "outcome": outcome, "previous": previous or "none"}
+        actor,
+        action,
+        v,
+        {**details, "outcome": "done", "previous": previous or "none"},
+        adapter_sha256=vs.adapter_sha256,
     )
+    registry.set_alias(CHAMPION, v)
+    now = registry.alias(CHAMPION)
     if now != v:
         raise PromotionRefused(
             f"gate 'champion': another writer moved champion to v{now} while v{v} was promoted; "
-            "the registry's lock does not cover this store (see docs/governance.md)"
+            "the registry's lock does not cover this store (see docs/governance.md); "
+            "`mlra audit verify` reports it and `mlra repair` restores the recorded champion"
         )
     return Transition(v, previous, str(details.get("approved_by", actor)), record)
 
 
-def awaiting_approval(registry: Registry) -> list[str]:
-    """Versions that passed the gates and wait for a person: not approved since, not rejected,
-    not the champion."""
-    champion = registry.alias(CHAMPION)
-    out = []
-    for mv in registry.versions():
-        tags = {str(k): str(v) for k, v in mv.tags.items()}
-        if str(mv.version) == champion or tags.get("mlra.gate") != "passed":
-            continue
-        if "mlra.approved_by" in tags or "mlra.rejected_by" in tags:
-            continue
-        out.append(str(mv.version))
-    return out
+def _project(registry: Registry, *versions: str) -> None:
+    """After a decision: aliases and each touched version's tags and card as the trail says.
 
+    The decision is already recorded; if this account may not write the registry (MLflow's
+    permissions: deleting an alias or a tag needs MANAGE), say so instead of failing half-way
+    silently: the registry then lags the trail until someone who may runs `mlra repair`."""
+    from mlflow.exceptions import MlflowException
 
-def _tag(value: str) -> str:
-    from mlra.audit import redact
-
-    return str(redact(value))
-
-
-def _refresh(registry: Registry, version: str) -> None:
-    """Re-render the version's model card; a card that cannot be rendered must not undo a
-    decision that is already recorded, so failures are reported in the card instead."""
     try:
-        registry.refresh_card(version)
-    except MlraError as exc:
-        registry.client.update_model_version(
-            registry.model, version, description=f"(model card unavailable: {exc})"
+        state = registry.state()
+        for alias, want in ((CHALLENGER, state.challenger), (CHAMPION, state.champion)):
+            have = registry.alias(alias)
+            if have == want:
+                continue
+            if want is None or alias == CHALLENGER:  # champion moves in _move_champion
+                registry.set_alias(alias, want)
+        for v in dict.fromkeys(versions):
+            registry.sync(v, state)
+    except MlflowException as exc:
+        if getattr(exc, "error_code", "") != "PERMISSION_DENIED":
+            raise
+        raise PromotionRefused(
+            "the decision is recorded in the audit trail, but this MLflow account may not update "
+            f"the registry to show it ({exc.message.splitlines()[0][:200]}); until an account "
+            "with MANAGE on the model runs `mlra repair --reason …`, `mlra audit verify` lists the "
+            "difference and further decisions wait"
+        ) from exc
+
+
+def _require_consistent(registry: Registry, doing: str) -> None:
+    """No decision is taken while the registry disagrees with the trail: the disagreement is
+    evidence for a person to look at (`mlra audit verify`), and `mlra repair` clears it."""
+    registry.state()  # a trail that does not verify raises its own IntegrityError first
+    findings = registry.reconcile()
+    if findings:
+        shown = "; ".join(str(f) for f in findings[:3])
+        more = f" (and {len(findings) - 3} more)" if len(findings) > 3 else ""
+        raise PromotionRefused(
+            f"{doing} refused: the registry disagrees with the audit trail: {shown}{more}; "
+            "run `mlra audit verify`, then `mlra repair --reason TEXT` once it is understood"
         )
 
 
+def _require_registered(state: ModelState, v: str) -> VersionState:
+    vs = state.version(v)
+    if vs is None:
+        raise PromotionRefused(
+            f"gate 'registered': v{v} has no registration record of its own in the audit trail"
+        )
+    return vs
+
+
+def awaiting_approval(registry: Registry, state: ModelState | None = None) -> list[str]:
+    """Versions that passed the gates and wait for a person (by the trail): not approved since,
+    not rejected, not the champion."""
+    state = state or registry.state()
+    return [
+        v
+        for v, vs in state.versions.items()
+        if v != state.champion
+        and vs.gate == "passed"
+        and vs.approval is None
+        and vs.rejection is None
+    ]
+
+
+def decided(state: ModelState) -> dict[str, str]:
+    """Every version with where it stands (by the trail), oldest first."""
+    return {v: vs.status for v, vs in sorted(state.versions.items(), key=lambda kv: int(kv[0]))}
+
+
 def status(registry: Registry) -> dict[str, Any]:
-    """Where everything lives and stands: the store, the model, its aliases, versions awaiting
-    approval, the last run and the audit trail (verified against the registry's anchors).
+    """Where everything lives and stands: the store, the model, its aliases, every version's
+    standing, the last run and the audit trail with every disagreement between the registry
+    and the trail (:meth:`Registry.reconcile`).
 
     An embedded SQLite store that does not exist yet is reported as empty, not created."""
     exists = registry.exists()
-    champion = registry.alias(CHAMPION) if exists else None
-    challenger = registry.alias(CHALLENGER) if exists else None
+    findings = registry.reconcile() if exists else []
+    try:
+        state = registry.state() if exists else ModelState(registry.model)
+    except IntegrityError:
+        state = ModelState(registry.model)
     versions = registry.versions() if exists else []
-    last_run = None
-    if exists:
-        found = registry.client.get_experiment_by_name(registry.experiment)
-        if found is not None:
-            runs = registry.client.search_runs(
-                [found.experiment_id], order_by=["attributes.start_time DESC"], max_results=1
-            )
-            if runs:
-                info = runs[0].info
-                last_run = {
-                    "run_id": info.run_id,
-                    "name": info.run_name,
-                    "status": info.status,
-                    "started": _ms_to_iso(info.start_time),
-                }
-    anchors = registry.anchors()
-    verification = registry.trail.verify(anchors)
+    last_run = registry.last_run() if exists else None
+    records = len(registry.trail.records()) if registry.trail.exists() else 0
     return {
         "tracking_uri": registry.location,
         "registry_exists": exists,
@@ -453,27 +630,25 @@ def status(registry: Registry) -> dict[str, Any]:
         "model": registry.model,
         "versions": len(versions),
         "latest_version": str(versions[-1].version) if versions else None,
-        "champion": champion,
-        "challenger": challenger,
-        "awaiting_approval": awaiting_approval(registry) if exists else [],
+        "champion": registry.alias(CHAMPION) if exists else None,
+        "challenger": registry.alias(CHALLENGER) if exists else None,
+        "trail_champion": state.champion,
+        "awaiting_approval": awaiting_approval(registry, state) if state.versions else [],
+        "standing": decided(state),
         "last_run": last_run,
         "lock": {"path": str(registry.lock_path), "shared": registry.lock_is_shared},
         "audit": {
-            "path": registry.trail.location,
-            "intact": verification.intact,
-            "records": verification.records,
-            "anchors": len(anchors),
-            "reason": verification.reason or None,
+            "path": registry.trail_location,
+            "intact": not findings,
+            "records": records,
+            "findings": [str(f) for f in findings],
+            "reason": "; ".join(str(f) for f in findings) or None,
         },
     }
 
 
-def _ms_to_iso(ms: int | None) -> str | None:
-    from datetime import UTC, datetime
-
-    return (
-        None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
-    )
+def _v(version: str | None) -> str:
+    return f"v{version}" if version else "none"
 
 
 def load_policy(path: str = "params.yaml") -> PromotionParams:

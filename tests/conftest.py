@@ -11,6 +11,8 @@ from torch import nn
 from mlra._env import apply_runtime_defaults
 
 os.environ.setdefault("MLRA_HOME", os.path.join(os.path.dirname(__file__), "..", ".mlra", "test"))
+# signing keys of the tests' actors (pipeline, approvers): never the user's own keyring
+os.environ.setdefault("MLRA_KEYS", os.path.join(os.environ["MLRA_HOME"], "keys"))
 apply_runtime_defaults()
 
 

@@ -131,6 +131,7 @@ def store(template_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("MLRA_HOME", str(home))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLRA_AUDIT", str(home / "audit.jsonl"))
+    monkeypatch.setenv("MLRA_KEYS", str(home / "keys"))
     return {"home": home, "uri": uri, "trail": home / "audit.jsonl"}
 
 
@@ -157,7 +158,10 @@ def register(
     folder = tmp / f"v-{seed}-{len(list(tmp.iterdir()))}"
     folder.mkdir()
     adapter = tiny_adapter(folder / "adapter", seed)
-    (folder / "metrics.json").write_text(json.dumps(metrics(candidate, champion)))
+    data = metrics(candidate, champion)
+    if champion is not None:  # what `mlra evaluate` records: the champion it compared with
+        data["champion_ref"] = champion_ref(registry)
+    (folder / "metrics.json").write_text(json.dumps(data))
     plot = folder / "confusion.png"
     plot.write_bytes(b"\x89PNG\r\n\x1a\n")
     mv = registry.register(
@@ -176,6 +180,17 @@ def register(
         **kwargs,
     )
     return str(mv.version)
+
+
+def champion_ref(registry: Any) -> dict[str, Any] | None:
+    """The champion that serves now (by the trail), as `mlra evaluate` names it."""
+    state = registry.state()
+    if state.champion is None:
+        return None
+    return {
+        "version": state.champion,
+        "adapter_sha256": state.versions[state.champion].adapter_sha256,
+    }
 
 
 def policy(**overrides: Any) -> Any:

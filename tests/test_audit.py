@@ -82,9 +82,36 @@ def test_truncation_is_caught_through_an_anchor(tmp_path: Path) -> None:
     trail = _filled(path)
     last = trail.records()[-1]
     path.write_text("".join(_lines(path)[:-1]))
-    assert trail.verify().intact  # a shorter chain is still a chain ...
-    result = trail.verify(anchors={last.hash: last.seq})  # ... but not the one the registry knows
+    assert verify(_lines(path)).intact  # a shorter chain is still a chain ...
+    result = verify(_lines(path), anchors={last.hash: last.seq})  # ... but not the registry's
     assert not result.intact and "anchored record 4" in result.reason
+    # ... nor the one the signed head checkpoints (mlra.witness) know, without any anchor given
+    result = trail.verify()
+    assert not result.intact and "anchored record 4" in result.reason
+
+
+def test_the_head_checkpoints_catch_a_consistent_rewrite(tmp_path: Path) -> None:
+    from mlra._hashing import canonical_json, sha256_hex
+
+    path = tmp_path / "audit.jsonl"
+    trail = _filled(path)
+    records = [json.loads(line) for line in _lines(path)]
+    records[1]["actor"] = "mallory"
+    prev = GENESIS
+    for record in records:  # every hash recomputed: the chain itself is valid again
+        record["prev_hash"] = prev
+        record.pop("hash")
+        record["hash"] = prev = sha256_hex(canonical_json(record))
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert verify(_lines(path)).intact
+    assert "anchored record" in trail.verify().reason
+    heads = tmp_path / "audit.jsonl.heads"
+    lines = heads.read_text().splitlines()
+    forged = json.loads(lines[-1]) | {"hash": records[-1]["hash"]}
+    heads.write_text("\n".join([*lines[:-1], json.dumps(forged)]) + "\n")
+    assert "does not verify" in trail.verify().reason  # a checkpoint edited without the key
+    heads.unlink()
+    assert "are missing" in trail.verify().reason
 
 
 def test_values_are_stored_as_given_and_secrets_are_not(tmp_path: Path) -> None:

@@ -102,7 +102,7 @@ def test_pass_challenger_approve_promote_rollback(store: dict[str, Any], tmp_pat
     assert registry.alias("champion") == "1"
     assert registry.tags(v2)["mlra.rolled_back_by"] == "oncall"
     with pytest.raises(PromotionRefused, match="gate 'rollback': champion v1 has no previous"):
-        rollback(registry, "oncall")
+        rollback(registry, "oncall", "again")
     with pytest.raises(PromotionRefused, match=r"rolled back .* after its approval"):
         promote(registry, v2, policy(), "ops")
 

@@ -12,7 +12,15 @@ import pytest
 
 from mlra.errors import ConfigError, IntegrityError
 from mlra.registry import LINEAGE_TAGS, EvaluationMetrics, dataset_ref, params_hash
-from tests.registry_helpers import make_registry, metrics, register, store, template_db, tiny_base
+from tests.registry_helpers import (
+    make_registry,
+    metrics,
+    policy,
+    register,
+    store,
+    template_db,
+    tiny_base,
+)
 
 __all__ = ["store", "template_db"]  # fixtures used by name
 
@@ -52,6 +60,7 @@ def test_registration_logs_the_run_and_tags_the_lineage(
     assert tags["mlra.audit.registration"] == f"{record.seq}:{record.hash}"
     assert record.details["adapter_sha256"] == tags["mlra.adapter_sha256"]
     assert record.subject == {
+        "adapter_sha256": tags["mlra.adapter_sha256"],
         "model": "tweets-sentiment",
         "version": "1",
         "run_id": mv.run_id,
@@ -84,14 +93,22 @@ def test_model_card_is_the_description(store: dict[str, Any], tmp_path: Path) ->
 def test_a_second_version_records_the_champion_as_parent(
     store: dict[str, Any], tmp_path: Path
 ) -> None:
+    from mlra.promotion import promote
+
     registry = make_registry(store)
     register(registry, tmp_path, 0.55)
-    registry.client.set_registered_model_alias(registry.model, "champion", "1")
+    promote(registry, "1", policy(approval="automatic"), "ops")
     with pytest.raises(ConfigError, match="compare against no champion"):
         register(registry, tmp_path, 0.6, seed=1)  # metrics without champion scores
     version = register(registry, tmp_path, 0.6, 0.55, seed=1)
     assert registry.tags(version)["mlra.parent_version"] == "1"
     assert "against the champion v1" in registry.version(version).description
+    record = registry.trail.records()[-1]
+    assert record.action == "registration"
+    assert record.details["champion_ref"] == {
+        "version": "1",
+        "adapter_sha256": registry.state().versions["1"].adapter_sha256,
+    }
 
 
 def test_fetch_verifies_files_tags_and_registration_record(
@@ -104,12 +121,16 @@ def test_fetch_verifies_files_tags_and_registration_record(
         fetched.audit_checked and fetched.manifest.sha256 == registry.tags(1)["mlra.adapter_sha256"]
     )
 
-    # a tag edited in the registry no longer matches the registration record
+    # a tag edited in the registry changes nothing fetch checks (the registration record in
+    # the trail decides), and reconciliation names the tag
     good = registry.tags(1)["mlra.adapter_sha256"]
     registry.client.set_model_version_tag(registry.model, "1", "mlra.adapter_sha256", "0" * 64)
-    with pytest.raises(IntegrityError, match="adapter_sha256"):
-        registry.fetch(1, tmp_path / "tag")
+    assert registry.fetch(1, tmp_path / "tag").manifest.sha256 == good
+    assert any(
+        f.subject == "v1 mlra.adapter_sha256" for f in registry.reconcile()
+    ), registry.reconcile()
     registry.client.set_model_version_tag(registry.model, "1", "mlra.adapter_sha256", good)
+    assert registry.reconcile() == []
 
     # a file changed in the artifact store
     stored = Path(registry.version(1).source.removeprefix("file://"))
@@ -140,7 +161,9 @@ def test_load_model_predicts_with_the_verified_adapter(
 
     registry = make_registry(store)
     register(registry, tmp_path, 0.55, seed=3)
-    registry.client.set_registered_model_alias(registry.model, "champion", "1")
+    from mlra.promotion import promote
+
+    promote(registry, "1", policy(approval="automatic"), "ops")
     model, tokenizer, _fetched = registry.load_model(
         registry.resolve("champion"), tmp_path / "dl", tiny_base
     )

@@ -38,9 +38,10 @@ def test_status_reports_aliases_waiting_versions_and_the_trail(
         "path": str(store["trail"]),
         "intact": True,
         "records": len(registry.trail.records()),
-        "anchors": len(registry.anchors()),
+        "findings": [],
         "reason": None,
     }
+    assert info["standing"] == {"1": "promoted (served as champion)", "2": "awaiting approval"}
 
     # the command: text, then one JSON line with the agreed keys; a cut trail fails it
     params = params_file(tmp_path / "params.yaml")
@@ -50,6 +51,8 @@ def test_status_reports_aliases_waiting_versions_and_the_trail(
     assert {"tracking_uri", "model", "champion", "challenger", "audit"} <= set(data)
     assert (data["champion"], data["challenger"], data["model"]) == ("1", "2", registry.model)
     assert "champion:" in result.stdout and "v1" in result.stdout
+    # every version with its standing, the decided ones too
+    assert "awaiting approval" in result.stdout and "promoted (served as champion)" in result.stdout
     lines = store["trail"].read_text().splitlines(keepends=True)
     store["trail"].write_text("".join(lines[:-1]))
     result = run_cli(["status", "--json", "--params", str(params)])

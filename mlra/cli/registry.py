@@ -1,5 +1,5 @@
 """Registry and promotion commands: ``mlra register``, ``gate``, ``approve``, ``reject``,
-``promote``, ``rollback``, ``predict`` and ``status``.
+``promote``, ``rollback``, ``repair``, ``predict`` and ``status``.
 
 mlflow, torch and transformers are imported inside the handlers (``mlra --help`` stays fast).
 """
@@ -10,8 +10,10 @@ import argparse
 import getpass
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlra.cli import _args
 from mlra.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -22,28 +24,55 @@ if TYPE_CHECKING:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--params", default="params.yaml", help="parameter file (default: params.yaml)"
+        "--params",
+        type=_args.existing_file,
+        default=Path("params.yaml"),
+        help="parameter file (default: params.yaml)",
     )
     common.add_argument(
         "--tracking-uri",
+        type=_args.text,
         default=None,
         help="MLflow store (default: $MLFLOW_TRACKING_URI, else .mlra/mlruns.db)",
     )
     common.add_argument("--json", action="store_true", help="end with one JSON line")
     actor = argparse.ArgumentParser(add_help=False)
-    actor.add_argument("--by", default=None, help="who acts, as recorded (default: your user name)")
+    actor.add_argument(
+        "--by",
+        type=_args.text,
+        default=None,
+        help="who acts, as recorded (default: your user name)",
+    )
+    named = argparse.ArgumentParser(add_help=False)  # a decision a person answers for
+    named.add_argument("--by", type=_args.text, required=True, help="your name, as recorded")
 
     p = sub.add_parser(
         "register",
         parents=[common, actor],
         help="log a trained adapter as an MLflow run and register it as a model version",
     )
-    p.add_argument("adapter", help="the adapter directory (mlra.save_adapter)")
-    p.add_argument("--metrics", required=True, help="evaluation metrics JSON (docs/governance.md)")
-    p.add_argument("--validation", required=True, help="validation report.json")
-    p.add_argument("--plot", action="append", default=[], help="an evaluation plot (repeatable)")
+    p.add_argument(
+        "adapter", type=_args.existing_dir, help="the adapter directory (mlra.save_adapter)"
+    )
+    p.add_argument(
+        "--metrics",
+        type=_args.existing_file,
+        required=True,
+        help="evaluation metrics JSON (docs/governance.md)",
+    )
+    p.add_argument(
+        "--validation", type=_args.existing_file, required=True, help="validation report.json"
+    )
+    p.add_argument(
+        "--plot",
+        type=_args.existing_file,
+        action="append",
+        default=[],
+        help="an evaluation plot (repeatable)",
+    )
     p.add_argument(
         "--dataset",
+        type=_args.text,
         action="append",
         default=[],
         metavar="[NAME=]PATH",
@@ -57,16 +86,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         parents=[common, actor],
         help="check a version's promotion gates; a passing version becomes challenger",
     )
-    p.add_argument("version")
+    p.add_argument("version", type=_args.version)
     p.set_defaults(func=_gate)
 
     for name, what in (("approve", "approve"), ("reject", "reject")):
         p = sub.add_parser(
             name, parents=[common], help=f"{what} a version for promotion to champion (recorded)"
         )
-        p.add_argument("version")
-        p.add_argument("--by", required=True, help="your name, as it will be recorded")
-        p.add_argument("--reason", required=True, help="why, as it will be recorded")
+        p.add_argument("version", type=_args.version)
+        p.add_argument("--by", type=_args.text, required=True, help="your name, as recorded")
+        p.add_argument("--reason", type=_args.text, required=True, help="why, as recorded")
+        if name == "approve":
+            p.add_argument(
+                "--no-promote",
+                action="store_true",
+                help="only record the approval (by default: a retrain paused for this version "
+                "resumes and promotes it; with none paused, it is promoted here)",
+            )
         p.set_defaults(func=_approve if name == "approve" else _reject)
 
     p = sub.add_parser(
@@ -74,14 +110,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         parents=[common, actor],
         help="make a version champion (gates again; an approval unless the policy is automatic)",
     )
-    p.add_argument("version")
+    p.add_argument("version", type=_args.version)
     p.set_defaults(func=_promote)
 
     p = sub.add_parser(
-        "rollback", parents=[common, actor], help="move champion back to the previous champion"
+        "rollback", parents=[common, named], help="move champion back to the previous champion"
     )
-    p.add_argument("--reason", default="", help="why, as it will be recorded")
+    p.add_argument("--reason", type=_args.text, required=True, help="why, as it will be recorded")
     p.set_defaults(func=_rollback)
+
+    p = sub.add_parser(
+        "repair",
+        parents=[common, actor],
+        help="put aliases and tags back where the audit trail says (recorded)",
+        description="Restores what `mlra audit verify` reports as edited in the registry: the "
+        "champion/challenger aliases, the trail tag and every version's mlra.* tags and card, "
+        "from the verified audit trail. A version with no registration record of its own (a "
+        "copy) is left for a person to delete and still reported.",
+    )
+    p.add_argument("--reason", type=_args.text, required=True, help="why, as it will be recorded")
+    p.set_defaults(func=_repair)
 
     p = sub.add_parser(
         "predict",
@@ -89,9 +137,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="predict with a registered version (verified before use), one line per text",
     )
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--alias", default=None, help="champion (default) or challenger")
-    which.add_argument("--version", dest="model_version", default=None, help="a version number")
-    p.add_argument("texts", nargs="+", metavar="TEXT")
+    which.add_argument(
+        "--alias",
+        type=_args.choice("alias", ("champion", "challenger")),
+        default=None,
+        help="champion (default) or challenger",
+    )
+    which.add_argument(
+        "--version",
+        dest="model_version",
+        type=_args.version,
+        default=None,
+        help="a version number",
+    )
+    p.add_argument("texts", nargs="+", type=_args.text, metavar="TEXT")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser(
@@ -172,13 +231,42 @@ def _gate(args: argparse.Namespace) -> int:
     return 0 if decision.passed else 1
 
 
+def _answer_paused(args: argparse.Namespace, registry: Registry, approve: bool) -> bool:
+    """Give the answer to a retrain paused for this version, if one waits (it then records the
+    answer and, approved, promotes). True when it did."""
+    from flows.approval import resume_paused_run, run_link
+
+    run_id = resume_paused_run(str(args.version), approve=approve, by=args.by,
+                               reason=args.reason, model=registry.model, wait_s=120)  # fmt: skip
+    if run_id is None:
+        return False
+    print(f"answered the paused retrain {run_id} ({run_link(run_id)}); it recorded the answer")
+    state = registry.state()
+    known = state.version(str(args.version))
+    standing = known.status if known is not None else "unknown"
+    print(f"{registry.model}: champion {_v(state.champion)}; v{args.version}: {standing}")
+    return True
+
+
 def _approve(args: argparse.Namespace) -> int:
-    from mlra.promotion import approve
+    from mlra.promotion import approve, promote
 
     registry = _registry(args)
-    record = approve(registry, args.version, args.by, args.reason)
-    print(f"approved v{args.version} by {args.by!r} (audit record {record.seq})")
-    _emit(args, {"version": str(args.version), "seq": record.seq, "hash": record.hash})
+    if not args.no_promote and _answer_paused(args, registry, approve=True):
+        _emit(args, {"version": str(args.version), "resumed": True})
+        return 0
+    policy = _policy(args)
+    record = approve(registry, args.version, args.by, args.reason, policy)
+    print(
+        f"approved v{args.version} by {args.by!r}, signed with key "
+        f"{record.details['signature']['key_id']} (audit record {record.seq})"
+    )
+    data: dict[str, Any] = {"version": str(args.version), "seq": record.seq, "hash": record.hash}
+    if not args.no_promote:
+        move = promote(registry, args.version, policy, args.by)
+        print(f"v{move.version} is champion of {registry.model} (was {_v(move.previous)})")
+        data["champion"] = move.version
+    _emit(args, data)
     return 0
 
 
@@ -186,6 +274,9 @@ def _reject(args: argparse.Namespace) -> int:
     from mlra.promotion import reject
 
     registry = _registry(args)
+    if _answer_paused(args, registry, approve=False):
+        _emit(args, {"version": str(args.version), "resumed": True})
+        return 0
     record = reject(registry, args.version, args.by, args.reason)
     print(f"rejected v{args.version} by {args.by!r} (audit record {record.seq})")
     _emit(args, {"version": str(args.version), "seq": record.seq, "hash": record.hash})
@@ -219,6 +310,27 @@ def _rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _repair(args: argparse.Namespace) -> int:
+    from mlra.promotion import repair
+
+    registry = _registry(args)
+    before = registry.reconcile()
+    if not before:
+        print(f"{registry.model}: the registry agrees with the audit trail; nothing to repair")
+        _emit(args, {"repaired": [], "remaining": []})
+        return 0
+    remaining = repair(registry, _actor(args), args.reason)
+    for f in before:
+        print(f"  {'left ' if f in remaining else 'fixed'}  {f}")
+    print(
+        f"repaired {len(before) - len(remaining)} of {len(before)} findings (recorded in "
+        f"{registry.trail_location})"
+    )
+    _emit(args, {"repaired": [str(f) for f in before if f not in remaining],
+                 "remaining": [str(f) for f in remaining]})  # fmt: skip
+    return 0 if not remaining else 1
+
+
 def _predict(args: argparse.Namespace) -> int:
     import tempfile
 
@@ -229,12 +341,12 @@ def _predict(args: argparse.Namespace) -> int:
     version = registry.resolve(args.alias, args.model_version)
     with tempfile.TemporaryDirectory(prefix="mlra-predict-") as tmp:
         model, tokenizer, fetched = registry.load_model(version, tmp)
-    audit = "audit record checked" if fetched.audit_checked else "audit trail not checked here"
     print(
         f"{registry.model} v{version}"
         + (f" ({args.alias or 'champion'})" if args.model_version is None else "")
-        + f": sha256 {fetched.manifest.sha256[:12]}… and base fingerprint "
-        f"{fetched.manifest.base_fingerprint[:12]}… verified; {audit}",
+        + f": sha256 {fetched.manifest.sha256[:12]}…, base fingerprint "
+        f"{fetched.manifest.base_fingerprint[:12]}… and signature verified against its "
+        "registration record in the audit trail",
         file=sys.stderr,
     )
     labels = [LABELS[i] for i in predict(model, tokenizer, args.texts).tolist()]
@@ -269,14 +381,15 @@ def _status(args: argparse.Namespace) -> int:
         ("champion", _v(info["champion"])),
         ("challenger", _v(info["challenger"])),
         ("awaiting approval", ", ".join(f"v{v}" for v in info["awaiting_approval"]) or "none"),
+        *[(f"  v{v}", standing) for v, standing in info["standing"].items()],
         ("last run", f"{last['run_id']} {last['status']} {last['started']}" if last else "none"),
         (
             "audit trail",
             f"{audit['path']}: "
             + (
-                f"intact, {audit['records']} records, {audit['anchors']} registry anchors"
+                f"intact, {audit['records']} records; the registry agrees with it"
                 if audit["intact"]
-                else f"BROKEN: {audit['reason']}"
+                else f"{len(audit['findings'])} disagreements with the registry (below)"
             ),
         ),
         (
@@ -286,6 +399,8 @@ def _status(args: argparse.Namespace) -> int:
     ]
     for key, value in rows:
         print(f"{key + ':':<19} {value}")
+    for finding in audit["findings"]:
+        print(f"  FINDING  {finding}")
     _emit(args, info)
     return 0 if audit["intact"] else 1
 

@@ -1,0 +1,148 @@
+"""The model card: a version's description in the MLflow UI, rendered from the trail's state
+(its projected tags and history) and its evaluation metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Final
+
+from mlra.audit import AuditRecord
+from mlra.metrics import EvaluationMetrics
+
+__all__ = ["DEFAULT_INTENDED_USE", "DEFAULT_LIMITATIONS", "render_card"]
+
+DEFAULT_INTENDED_USE: Final = (
+    "Classifies the sentiment (negative, neutral, positive) of short English social-media posts "
+    "about the domains it was evaluated on. It assists people reviewing feedback; it is not meant "
+    "for decisions about individuals, for other languages, or for domains absent from its "
+    "evaluation."
+)
+DEFAULT_LIMITATIONS: Final = (
+    "Macro-F1 on slices with few examples of a class moves with a handful of rows; read it with "
+    "the support beside it.",
+    "Trained on tweets: longer or more formal text is outside what it has seen.",
+    "Labels are human judgements of sentiment; some domains (e.g. NFL) look labelled for stance.",
+)
+
+
+def _cell(value: object) -> str:
+    """A value safe inside a Markdown table cell (no pipe or newline can break the table)."""
+    return (
+        str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+    )
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def render_card(
+    *,
+    model: str,
+    version: str,
+    tags: Mapping[str, str],
+    metrics: EvaluationMetrics,
+    events: Sequence[AuditRecord],
+    aliases: Sequence[str],
+    status: str | None = None,
+    intended_use: str = DEFAULT_INTENDED_USE,
+    limitations: Sequence[str] = DEFAULT_LIMITATIONS,
+    min_support: int = 50,
+) -> str:
+    """The model card in Markdown: intended use, base model, data and its validation, metrics per
+    slice against the champion, known limitations, approvals and the audit anchors."""
+    t = dict(tags)
+    parent = t.get("mlra.parent_version", "none")
+    against = f"champion v{parent}" if parent != "none" else "base model (no champion)"
+    approvals = [e for e in events if e.action in ("approval", "rejection")]
+    status = ", ".join(f"`{a}`" for a in aliases) or status or _pending_status(t)
+    lines = [
+        f"# {model} — version {version}",
+        "",
+        f"**Status:** {status} · **validation:** {t.get('mlra.validation', '?')} · "
+        f"**registered by run** `{t.get('mlra.run_id', '?')}`",
+        "",
+        "## Intended use",
+        "",
+        intended_use,
+        "",
+        "## Base model",
+        "",
+        f"`{_cell(t.get('mlra.base_model', 'unknown'))}` with fingerprint "
+        f"`{t.get('mlra.base_fingerprint', '?')}`. The adapter loads only onto a base model whose "
+        "targeted weights hash to this value (`mlra.load_adapter` checks it).",
+        "",
+        "## Data and its validation",
+        "",
+        f"- data (DVC hash): `{t.get('mlra.data_hash', '?')}`",
+        f"- validation gate: **{t.get('mlra.validation', '?')}** (report: run artifact "
+        "`validation/`)",
+        f"- params hash: `{t.get('mlra.params_hash', '?')}`",
+        f"- code: `{t.get('mlra.git_commit', '?')}`",
+        "",
+        f"## Metrics per slice (macro-F1) against the {against}",
+        "",
+        "| slice | support | base | champion | candidate | Δ vs reference |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    small, regress = [], []
+    for name, sl in [*sorted(metrics.slices.items()), ("**overall**", metrics.overall)]:
+        cand = float(sl.candidate["macro_f1"])
+        champ = None if sl.champion is None else float(sl.champion["macro_f1"])
+        delta = cand - float(sl.reference()["macro_f1"])
+        lines.append(
+            f"| {_cell(name)} | {sl.support} | {_fmt(float(sl.base['macro_f1']))} | "
+            f"{_fmt(champ)} | {_fmt(cand)} | {delta:+.3f} |"
+        )
+        if name != "**overall**" and sl.support < min_support:
+            small.append(name)
+        if delta < 0:
+            regress.append(f"{name} ({delta:+.3f})")
+    lines += ["", "## Known limitations", ""]
+    lines += [f"- {item}" for item in limitations]
+    if small:
+        lines.append(f"- **Measured:** fewer than {min_support} examples in: {', '.join(small)}.")
+    if regress:
+        lines.append(f"- **Measured:** worse than the reference on: {', '.join(regress)}.")
+    lines += ["", "## Approvals", ""]
+    if approvals:
+        lines += ["| time (UTC) | by | decision | reason |", "|---|---|---|---|"]
+        lines += [
+            f"| {e.time[:19]} | {_cell(e.actor)} | {e.action} | "
+            f"{_cell(e.details.get('reason', ''))} |"
+            for e in approvals
+        ]
+    else:
+        lines.append("None yet.")
+    lines += ["", "## History (audit trail)", "", "| seq | time (UTC) | actor | action | outcome |"]
+    lines.append("|---:|---|---|---|---|")
+    lines += [
+        f"| {e.seq} | {e.time[:19]} | {_cell(e.actor)} | {e.action} | "
+        f"{_cell(e.details.get('outcome', e.details.get('reason', '')))} |"
+        for e in events
+    ]
+    lines += [
+        "",
+        "## Lineage",
+        "",
+        *[
+            f"- `{k}`: `{_cell(v)}`"
+            for k, v in sorted(t.items())
+            if k.startswith("mlra.") and not k.endswith("_reason")  # reasons: see Approvals
+        ],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _pending_status(tags: Mapping[str, str]) -> str:
+    if "mlra.rolled_back_at" in tags:
+        return "rolled back (was champion)"
+    if "mlra.rejected_by" in tags:
+        return "rejected"
+    gate = tags.get("mlra.gate")
+    if gate is None:
+        return "registered (gates not run yet)"
+    if gate != "passed":
+        return f"refused ({gate})"
+    return "approved, not promoted" if "mlra.approved_by" in tags else "awaiting approval"
