@@ -11,10 +11,10 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows import tasks
 from flows.retrain import retrain
-from mlra.audit import default_trail
+from mlra import steps
 from mlra.config import load_params
 
-__all__ = ["last_trained_feedback_rows", "promote_flow", "retrain_if_due", "rollback_flow"]
+__all__ = ["promote_flow", "retrain_if_due", "rollback_flow"]
 
 
 @flow(name="mlra-promote", log_prints=True)
@@ -38,15 +38,6 @@ def rollback_flow(by: str, reason: str, params: str = "params.yaml") -> dict[str
     return {"champion": move.version, "previous": move.previous}
 
 
-def last_trained_feedback_rows() -> int | None:
-    """Accepted feedback rows in the store when the newest training started (from the audit
-    trail's training records); None when nothing was trained yet."""
-    for record in reversed(default_trail().records()):
-        if record.action == "training" and "feedback_rows" in record.details:
-            return int(record.details["feedback_rows"])
-    return None
-
-
 @flow(name="mlra-retrain-if-due", log_prints=True)
 def retrain_if_due(
     params: str = "params.yaml", inbox: str | None = None, actor: str = "schedule"
@@ -57,35 +48,16 @@ def retrain_if_due(
     log = get_run_logger()
     inbox_dir = Path(inbox or p.data.inbox_dir)
     tasks.ingest_feedback(p, inbox_dir, actor)
-    accepted = tasks.accepted_rows(p)
-    last = last_trained_feedback_rows()
-    new = accepted - (last or 0)
-    due = new >= p.pipeline.min_new_rows
-    default_trail().append(
-        actor,
-        "retrain_check",
-        {"feedback_store": p.data.feedback_dir},
-        {
-            "accepted_rows": accepted,
-            "at_last_training": last,
-            "new_rows": new,
-            "min_new_rows": p.pipeline.min_new_rows,
-            "outcome": "due" if due else "not due",
-        },
-    )
-    verdict = (
-        f"{new} accepted feedback rows since the last trained version "
-        f"({'none yet' if last is None else f'{last} then, {accepted} now'}); threshold "
-        f"{p.pipeline.min_new_rows}: {'retraining' if due else 'not due'}"
-    )
+    check = steps.retrain_check(p, actor)  # the rule, and its audit record
+    verdict = str(check)
     log.info(verdict)
     create_markdown_artifact(
         markdown=f"# mlra retrain check\n\n{verdict}\n", key="mlra-retrain-check"
     )
-    if not due:
-        return {"due": False, "new_rows": new}
+    if not check.due:
+        return {"due": False, "new_rows": check.new_rows}
     result = retrain(params=params, inbox=str(inbox_dir), simulate=False, actor=actor)
-    return {"due": True, "new_rows": new, "retrain": result}
+    return {"due": True, "new_rows": check.new_rows, "retrain": result}
 
 
 def _v(version: str | None) -> str:

@@ -9,16 +9,22 @@ artifacts (a Markdown summary, a table of per-slice metrics):
 - ``gate_failed``: the version is registered for review, nothing is promoted.
 - ``promoted``: the version is the champion (approved by a person, or by the policy).
 - ``awaiting_approval``: the version passed the gates (``challenger``) and a person must approve it;
-  the flow waited ``pipeline.approval_timeout_s`` for an answer in the Prefect UI (or from
-  :func:`prefect.flow_runs.resume_flow_run`) and none came: ``mlra approve`` + ``mlra promote``.
+  the flow waited ``pipeline.approval_timeout_s`` for an answer (``mlra approve V --by … --reason
+  …``, which resumes the paused run, or the form in the Prefect UI) and none came: ``mlra
+  approve`` still works, and promotes.
 - ``rejected``: a person answered the paused flow with a rejection.
 - ``promotion_refused``: the promotion itself was refused (recorded with its reason), e.g. because
   another run promoted a version meanwhile and this one no longer beats the new champion.
+
+The flow run's name and tags say the outcome (``v3-promoted``; tags ``promoted``, ``version:3``,
+``model:NAME``) and so does its final state (``Promoted``, ``Gate failed``, …: type COMPLETED,
+the decision as its message; :mod:`flows.approval`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +34,22 @@ from prefect.context import FlowRunContext
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
+from prefect.states import Completed
 
-from flows import tasks
+from flows import approval, tasks
+from mlra import steps
 from mlra.config import Params, load_params
+from mlra.data.ingest import pending
 from mlra.errors import PromotionRefused
 
-__all__ = ["Approval", "RetrainSummary", "mlflow_link", "retrain", "summary_markdown"]
+__all__ = [
+    "Approval",
+    "RetrainSummary",
+    "mlflow_link",
+    "pause_message",
+    "retrain",
+    "summary_markdown",
+]
 
 SUMMARY_KEY = "mlra-retrain-summary"
 SLICES_KEY = "mlra-slice-metrics"
@@ -108,7 +124,14 @@ def retrain(
         _run(p, summary, inbox_dir, simulate, actor, progress_bar, log)
     finally:
         _publish(summary)
-    return summary.to_dict()
+        _label(summary, log)
+    # a returned state is the run's final state (callers get its data, the summary): its name
+    # says the outcome in the Prefect UI, its message the decision
+    return Completed(  # type: ignore[return-value]
+        data=summary.to_dict(),
+        name=approval.STATE_NAMES.get(summary.outcome, "Completed"),
+        message=summary.decision,
+    )
 
 
 def _run(
@@ -123,9 +146,8 @@ def _run(
     from mlra.registry import CHAMPION
 
     # -- data: ingest, prepare, validate ------------------------------------------------------
-    if (p.pipeline.simulate_when_empty if simulate is None else simulate) and not _pending(
-        p, inbox
-    ):
+    simulating = p.pipeline.simulate_when_empty if simulate is None else simulate
+    if simulating and not pending([inbox], p.data.feedback_dir):
         written = tasks.simulate_feedback(p, inbox)
         summary.simulated = str(written) if written else None
     ingested = tasks.ingest_feedback(p, inbox, actor)
@@ -134,11 +156,11 @@ def _run(
         "accepted": ingested.accepted,
         "quarantined": ingested.quarantined,
     }
-    summary.feedback_rows = tasks.accepted_rows(p)
+    summary.feedback_rows = steps.accepted_rows(p)
     prepared = tasks.prepare_splits(p)
     summary.rows = dict(prepared.counts)
-    report_dir = Path("reports/validation")
-    report = tasks.validate_data(p, report_dir, actor)
+    report_dir = Path(p.validation.report_dir)
+    report = tasks.validate_data(p, actor)
     summary.validation = "passed" if report.passed else "failed"
     summary.validation_report = str(report_dir / "report.json")
     if not report.passed:
@@ -193,17 +215,14 @@ def _run(
         summary.champion_after = summary.champion_before
         return
     policy = p.promotion
-    needs_person = policy.approval == "manual" or (
-        policy.approval == "first-automatic" and summary.champion_before is not None
-    )
+    needs_person = steps.needs_person(policy, summary.champion_before)
     if needs_person:
         answer = _wait_for_approval(p, summary.version, actor, log)
         if answer is None:
             summary.outcome = "awaiting_approval"
             summary.decision = (
                 f"v{summary.version} is challenger and waits for a person: "
-                f"`mlra approve {summary.version} --by NAME --reason TEXT`, then "
-                f"`mlra promote {summary.version}`"
+                f"`mlra approve {summary.version} --by NAME --reason TEXT` promotes it"
             )
             summary.champion_after = summary.champion_before
             return
@@ -225,22 +244,6 @@ def _run(
     summary.champion_after = registry.alias(CHAMPION)
 
 
-def _pending(p: Params, inbox: Path) -> bool:
-    """Whether ``inbox`` holds a feedback file the store has not ingested yet."""
-    from mlra.data.ingest import load_ledger
-
-    if not inbox.is_dir():
-        return False
-    seen = {f["sha256"] for b in load_ledger(p.data.feedback_dir)["batches"] for f in b["files"]}
-    from mlra._hashing import sha256_hex
-
-    return any(
-        sha256_hex(f.read_bytes()) not in seen
-        for f in inbox.iterdir()
-        if f.is_file() and not f.name.startswith(".")
-    )
-
-
 def _wait_for_approval(p: Params, version: str, actor: str, log: Any) -> Approval | None:
     """Pause the flow run for a person's answer; None when none came within the timeout."""
     timeout = p.pipeline.approval_timeout_s
@@ -253,11 +256,21 @@ def _wait_for_approval(p: Params, version: str, actor: str, log: Any) -> Approva
     )
     if timeout == 0:
         return None
-    log.info(
-        "v%s passed the gates and needs a person's approval: answer this paused run in the "
-        "Prefect UI within %d s (else: `mlra approve %s`, then `mlra promote %s`)",
-        version, timeout, version, version,
-    )  # fmt: skip
+    context = FlowRunContext.get()
+    if context is not None and context.flow_run is not None:
+        run_id = context.flow_run.id
+        try:  # the tags are how `mlra approve` finds this run
+            approval.label_run(
+                run_id,
+                name=f"v{version}-{approval.AWAITING}",
+                add=("mlra", approval.AWAITING, approval.version_tag(version),
+                     approval.model_tag(p.registry.model_name)),
+            )  # fmt: skip
+        except Exception as exc:  # then only the Prefect UI's form can answer it
+            log.warning("could not tag the paused run for `mlra approve`: %s", exc)
+        log.info(pause_message(version, p.registry.model_name, str(run_id), timeout))
+        deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=timeout)
+        approval.record_pause(p.registry.model_name, version, str(run_id), deadline)
     description = (
         f"**Approve v{version} of {p.registry.model_name} as champion?** It passed every gate; "
         "its model card is the version's description in the MLflow registry."
@@ -271,7 +284,45 @@ def _wait_for_approval(p: Params, version: str, actor: str, log: Any) -> Approva
     except FlowPauseTimeout:
         registry.record(actor, "approval_request", version, {"outcome": "timed out"})
         return None
+    finally:
+        approval.forget_pause(p.registry.model_name, version)
     return answer
+
+
+def pause_message(version: str, model: str, flow_run_id: str, timeout_s: int) -> str:
+    """What a paused retrain prints: the deadline, the run, where to see it, how to answer."""
+    deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=timeout_s)
+    ui = "" if approval.configured_api() else (
+        "  (run `mlra ui` to serve it: Prefect's temporary server has no UI)"
+    )  # fmt: skip
+    return "\n".join(
+        [
+            f"v{version} of {model} passed the gates and waits for a person's approval until "
+            f"{deadline:%Y-%m-%d %H:%M:%S} UTC ({timeout_s} s from now).",
+            f"  flow run: {flow_run_id} (v{version}-{approval.AWAITING})",
+            f"  see it:   {approval.run_link(flow_run_id)}{ui}",
+            f"  answer:   mlra approve {version} --by NAME --reason TEXT",
+            f"        or: mlra reject {version} --by NAME --reason TEXT",
+            "  (after the deadline `mlra approve` still records the approval and promotes)",
+        ]
+    )
+
+
+def _label(summary: RetrainSummary, log: Any) -> None:
+    """Name and tag the flow run by its outcome (``v3-promoted``; tags ``promoted``, …)."""
+    if summary.flow_run_id is None or summary.outcome not in approval.OUTCOMES:
+        return
+    tags = ["mlra", summary.outcome]
+    if summary.version:
+        tags.append(approval.version_tag(summary.version))
+    if summary.model:
+        tags.append(approval.model_tag(summary.model))
+    stale = tuple(o for o in approval.OUTCOMES if o != summary.outcome)
+    name = f"v{summary.version}-{summary.outcome}" if summary.version else summary.outcome
+    try:
+        approval.label_run(summary.flow_run_id, name=name, add=tuple(tags), remove=stale)
+    except Exception as exc:  # a label is a convenience: it never fails a decided run
+        log.warning("could not name the flow run after its outcome: %s", exc)
 
 
 def _publish(summary: RetrainSummary) -> None:
@@ -336,11 +387,11 @@ def summary_markdown(s: RetrainSummary) -> str:
 
 
 def mlflow_link(tracking_uri: str | None, model: str | None, version: str) -> str:
-    """A link to the version in the MLflow UI (for a local store: the command that serves it)."""
+    """A link to the version in the MLflow UI (for a local store: where `mlra ui` serves it)."""
     page = f"#/models/{model}/versions/{version}"
     if tracking_uri and tracking_uri.startswith(("http://", "https://")):
         return f"{tracking_uri.rstrip('/')}/{page}"
-    return f"`mlflow ui --backend-store-uri {tracking_uri}`, then http://127.0.0.1:5000/{page}"
+    return f"http://127.0.0.1:5000/{page} (`mlra ui` serves it, on {tracking_uri})"
 
 
 def _v(version: str | None) -> str:

@@ -8,66 +8,27 @@ params.yaml (``pipeline.retries``, ``pipeline.retry_delay_s``) through :func:`wi
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 
-from mlra.audit import default_trail
 from mlra.config import Params
-from mlra.errors import MlraError
+from mlra.steps import is_transient, registry_for
+
+__all__ = ["is_transient", "registry_for", "with_retries"]  # and the tasks below
 
 if TYPE_CHECKING:
     from mlra.data.ingest import IngestResult
     from mlra.data.splits import PrepareResult
     from mlra.evaluation import EvaluationResult
     from mlra.promotion import GateDecision, Transition
-    from mlra.registry import Registry
     from mlra.training import TrainResult
     from mlra.validation import ValidationReport
 
 T = TypeVar("T")
-
-# words in the message of an MLflow error that wraps a network or database fault
-_TRANSIENT_TEXT: Final = (
-    "max retries exceeded",
-    "connection refused",
-    "connection reset",
-    "connection aborted",
-    "remote end closed",
-    "timed out",
-    "temporarily unavailable",
-    "database is locked",
-    "resource_already_exists",  # a concurrent writer created it first: the retry finds it
-    "502",
-    "503",
-    "504",
-)
-
-
-def is_transient(exc: BaseException | None) -> bool:
-    """True for faults that may pass if tried again: connections refused or dropped, timeouts,
-    a database that is busy or restarting. mlra's own errors (bad data, failed validation,
-    refused gates, bad params, integrity failures) are never transient."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, MlraError):
-            return False
-        if isinstance(exc, ConnectionError | TimeoutError):
-            return True
-        module = type(exc).__module__.split(".")[0]
-        if module in ("requests", "urllib3", "httpx", "httpcore"):
-            return True
-        if type(exc).__name__ == "OperationalError":  # SQLAlchemy: server gone, database locked
-            return True
-        if module == "mlflow" and any(t in str(exc).lower() for t in _TRANSIENT_TEXT):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
 
 
 def _retry_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
@@ -87,14 +48,6 @@ def with_retries(t: Task[..., T], params: Params) -> Task[..., T]:
     )
 
 
-def registry_for(params: Params) -> Registry:
-    """The registry of params.yaml's model, on ``$MLFLOW_TRACKING_URI`` (else the project's
-    SQLite store), recording into ``$MLRA_AUDIT`` (else the project's trail file)."""
-    from mlra.registry import Registry
-
-    return Registry(model=params.registry.model_name, experiment=params.registry.experiment)
-
-
 # -- data --------------------------------------------------------------------------------------
 
 
@@ -109,40 +62,26 @@ def simulate_feedback(params: Params, inbox: Path) -> Path | None:
 @task(name="ingest", cache_policy=NO_CACHE)
 def ingest_feedback(params: Params, inbox: Path, actor: str) -> IngestResult:
     """Every file in ``inbox`` not ingested before: rows accepted, or quarantined with reasons."""
-    from mlra.data.ingest import ingest
-    from mlra.events import record_ingest
+    from mlra import steps
 
     inbox.mkdir(parents=True, exist_ok=True)
-    result = ingest([inbox], params.data.feedback_dir, params)
-    if result.batch is not None:
-        record_ingest(default_trail(), actor, result)
-    return result
+    return steps.ingest(params, [inbox], actor)
 
 
 @task(name="prepare", cache_policy=NO_CACHE)
 def prepare_splits(params: Params) -> PrepareResult:
     """The train/val/test/golden splits of the corpus plus the accepted feedback."""
-    from mlra.data.splits import prepare
+    from mlra import steps
 
-    return prepare(params)
+    return steps.prepare(params)
 
 
 @task(name="validate", cache_policy=NO_CACHE)
-def validate_data(params: Params, report_dir: Path, actor: str) -> ValidationReport:
+def validate_data(params: Params, actor: str) -> ValidationReport:
     """The Great Expectations gate and the drift check; the report is written either way."""
-    from mlra.events import record_validation
-    from mlra.validation import validate
+    from mlra import steps
 
-    report = validate(params, out_dir=report_dir, raise_on_failure=False)
-    record_validation(default_trail(), actor, report, report_dir / "report.json")
-    return report
-
-
-def accepted_rows(params: Params) -> int:
-    """Accepted feedback rows in the store."""
-    from mlra.data.ingest import load_accepted
-
-    return len(load_accepted(params.data.feedback_dir, columns=["id"]))
+    return steps.validate(params, actor)
 
 
 # -- training and evaluation -------------------------------------------------------------------
@@ -152,17 +91,7 @@ def accepted_rows(params: Params) -> int:
 def fetch_champion(params: Params) -> str | None:
     """Download and verify the registry's champion into ``evaluate.champion_dir`` (what the
     candidate is compared with); clear the folder when there is no champion. Its version."""
-    from mlra.registry import CHAMPION
-    from mlra.training import ADAPTER_DIR
-
-    registry = registry_for(params)
-    version = registry.alias(CHAMPION) if registry.exists() else None
-    folder = Path(params.evaluate.champion_dir)
-    shutil.rmtree(folder / ADAPTER_DIR, ignore_errors=True)
-    if version is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-        registry.fetch(version, folder)  # verifies hashes, base fingerprint, registration record
-    return version
+    return registry_for(params).fetch_champion(params.evaluate.champion_dir)
 
 
 @task(name="train", cache_policy=NO_CACHE)
@@ -170,12 +99,9 @@ def train_adapter(
     params: Params, actor: str, feedback_rows: int, progress_bar: bool = False
 ) -> TrainResult:
     """Base head, then adapter and head on the target domains (Lightning); logs to MLflow."""
-    from mlra.events import record_training
-    from mlra.training import train
+    from mlra import steps
 
-    result = train(params.data, params.train, progress_bar=progress_bar)
-    record_training(default_trail(), actor, result, feedback_rows=feedback_rows)
-    return result
+    return steps.train(params, actor, progress_bar=progress_bar, feedback_rows=feedback_rows)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
@@ -183,15 +109,10 @@ def evaluate_candidate(
     params: Params, champion: str | None, actor: str
 ) -> tuple[EvaluationResult, list[Path]]:
     """Base vs candidate (vs champion) per golden slice; the metrics JSON, table and plots."""
-    from mlra.evaluation import evaluate, write_outputs
-    from mlra.events import record_evaluation
+    from mlra import steps
 
-    ep = params.evaluate
-    champion_dir = Path(ep.champion_dir) if champion is not None else None
-    result = evaluate(params.data, ep, params.train.out_dir, champion_dir=champion_dir)
-    plots = write_outputs(result, ep.metrics_file, ep.report_file, ep.plots_dir)
-    record_evaluation(default_trail(), actor, result, ep.metrics_file)
-    return result, plots
+    champion_dir = Path(params.evaluate.champion_dir) if champion is not None else None
+    return steps.evaluate(params, actor, champion_dir=champion_dir, fetch_champion=False)
 
 
 # -- the registry ------------------------------------------------------------------------------
@@ -201,35 +122,18 @@ def evaluate_candidate(
 def register_version(
     params: Params, trained: TrainResult, report_file: Path, plots: list[Path], actor: str
 ) -> tuple[str, str]:
-    """Log a run for the candidate (experiment ``registry.experiment``; the training run's id is
-    in the adapter's manifest) and register it as a model version: ``(version, run id)``.
+    """Log a run for the candidate and register it as a model version: ``(version, run id)``;
+    idempotent (:func:`mlra.steps.register`): a retry after a fault finds the version."""
+    from mlra import steps
 
-    A retry after a fault that struck once the version existed finds that version (the same
-    adapter sha256) instead of registering the adapter twice.
-    """
-    from mlra.registry import dataset_ref
-
-    registry = registry_for(params)
-    if registry.exists():
-        for mv in registry.versions():
-            if mv.tags.get("mlra.adapter_sha256") == trained.adapter_sha256:
-                return str(mv.version), str(mv.run_id)
-    prepared = Path(params.data.prepared_dir)
-    mv = registry.register(
-        trained.adapter_dir,
-        metrics=params.evaluate.metrics_file,
-        validation=report_file,
-        params=params.to_dict(),
-        datasets=[
-            dataset_ref(prepared / "train.parquet", "train"),
-            dataset_ref(prepared / "val.parquet", "val", context="validation"),
-            dataset_ref(prepared / "golden.parquet", "golden", context="evaluation"),
-        ],
+    return steps.register(
+        params,
+        actor,
+        adapter_dir=trained.adapter_dir,
+        report_file=report_file,
         plots=plots,
-        actor=actor,
         run_name=f"retrain-{trained.adapter_sha256[:12]}",
     )
-    return str(mv.version), str(mv.run_id)
 
 
 @task(name="gate", cache_policy=NO_CACHE)
@@ -254,7 +158,10 @@ def record_answer(params: Params, version: str, approve: bool, by: str, reason: 
     from mlra.promotion import approve as approve_version
     from mlra.promotion import reject
 
-    (approve_version if approve else reject)(registry_for(params), version, by, reason)
+    if approve:
+        approve_version(registry_for(params), version, by, reason, params.promotion)
+    else:
+        reject(registry_for(params), version, by, reason)
 
 
 @task(name="rollback", cache_policy=NO_CACHE)

@@ -25,7 +25,7 @@ from torch import nn
 import mlra
 from mlra.classifier import SentenceClassifier, batches, embed_texts, fit_head, predict
 from mlra.errors import ConfigError, IntegrityError
-from mlra.evaluation import Scores, scores
+from mlra.metrics import Scores, scores
 
 __all__ = ["DemoConfig", "DemoResult", "run_demo"]
 

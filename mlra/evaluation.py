@@ -21,7 +21,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -30,6 +31,7 @@ import torch
 
 from mlra.data.splits import cap_per_domain
 from mlra.errors import ConfigError, IntegrityError
+from mlra.metrics import Scores, confusion, scores
 
 if TYPE_CHECKING:
     from mlra.classifier import SentenceClassifier
@@ -48,52 +50,6 @@ __all__ = [
 ]
 
 MODELS: Final = ("base", "candidate", "champion")
-
-
-@dataclass(frozen=True)
-class Scores:
-    accuracy: float
-    macro_f1: float
-    f1: dict[str, float]  # per class
-    support: int
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "accuracy": self.accuracy,
-            "macro_f1": self.macro_f1,
-            "f1": dict(self.f1),
-            "support": self.support,
-        }
-
-
-def confusion(y_true: torch.Tensor, y_pred: torch.Tensor, n: int) -> torch.Tensor:
-    """``[n, n]`` counts: row = true class, column = predicted class."""
-    if y_true.shape != y_pred.shape:
-        raise ValueError(f"y_true {tuple(y_true.shape)} and y_pred {tuple(y_pred.shape)} differ")
-    return torch.bincount(y_true * n + y_pred, minlength=n * n).reshape(n, n)
-
-
-def scores(y_true: torch.Tensor, y_pred: torch.Tensor, labels: Sequence[str]) -> Scores:
-    """Accuracy, per-class F1 and their unweighted mean (macro-F1) over class indices.
-
-    A class absent from both truth and prediction has no defined F1 and is left out of the mean;
-    one predicted but absent from the truth (or the reverse) scores 0.
-    """
-    n = len(labels)
-    matrix = confusion(y_true, y_pred, n).double()
-    tp = matrix.diag()
-    true, pred = matrix.sum(1), matrix.sum(0)
-    f1: dict[str, float] = {}
-    for k, label in enumerate(labels):
-        if true[k] + pred[k] > 0:
-            f1[label] = float(2 * tp[k] / (true[k] + pred[k]))
-    total = int(matrix.sum())
-    return Scores(
-        accuracy=float(tp.sum() / total) if total else 0.0,
-        macro_f1=sum(f1.values()) / len(f1) if f1 else 0.0,
-        f1=f1,
-        support=total,
-    )
 
 
 @dataclass(frozen=True)
@@ -140,10 +96,28 @@ class EvaluationResult:
             "overall": row(self.slices[self.overall]),
             "overall_slice": self.overall,
             "info": self.info,
+            # which champion the candidate was compared with: `mlra register` refuses metrics
+            # whose champion no longer serves (by the audit trail)
+            "champion_ref": self.info.get("champion_ref"),
         }
 
 
 # -- running the models ---------------------------------------------------------------------------
+
+
+def _champion_ref(folder: Path, sha256: str) -> dict[str, Any]:
+    """The champion a folder holds: the version that ``Registry.fetch_champion`` wrote beside
+    it (``champion.json``) and the sha256 of the adapter actually loaded."""
+    import json
+
+    version = None
+    try:
+        written = json.loads((folder / "champion.json").read_text(encoding="utf-8"))
+        if isinstance(written, dict) and written.get("adapter_sha256") == sha256:
+            version = str(written.get("version"))
+    except (OSError, ValueError):
+        pass
+    return {"version": version, "adapter_sha256": sha256}
 
 
 def _load_base_head(
@@ -176,20 +150,66 @@ def _predict_all(
     max_length: int,
 ) -> dict[str, torch.Tensor]:
     """Predictions per model; each is (adapter name or None for the base, head). The frozen
-    layers below every adapter run once for all models (:func:`embed_texts_per_setting`)."""
+    layers below every adapter run once for all models (:func:`embed_texts_per_setting`), in
+    chunks of rows of similar length, with progress on stderr (:func:`_progress`)."""
     from mlra.classifier import embed_texts_per_setting
 
     names = list(heads)
-    features = embed_texts_per_setting(
-        model,
-        tokenizer,
-        texts,
-        [heads[m][0] for m in names],
-        batch_size=batch_size,
-        max_length=max_length,
-    )
-    with torch.no_grad():
-        return {m: heads[m][1](f).argmax(-1) for m, f in zip(names, features, strict=True)}
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths together
+    chunk = batch_size * 8
+    parts: list[list[torch.Tensor]] = [[] for _ in names]
+    with _progress(len(texts), f"evaluating {len(names)} models on the golden sets") as advance:
+        for start in range(0, len(order), chunk):
+            rows = [texts[i] for i in order[start : start + chunk]]
+            features = embed_texts_per_setting(
+                model,
+                tokenizer,
+                rows,
+                [heads[m][0] for m in names],
+                batch_size=batch_size,
+                max_length=max_length,
+            )
+            with torch.no_grad():
+                for part, m, f in zip(parts, names, features, strict=True):
+                    part.append(heads[m][1](f).argmax(-1))
+            advance(len(rows))
+    back = torch.empty(len(texts), dtype=torch.long)  # input order again
+    back[torch.tensor(order, dtype=torch.long)] = torch.arange(len(texts))
+    return {
+        m: (torch.cat(part) if part else torch.empty(0, dtype=torch.long))[back]
+        for m, part in zip(names, parts, strict=True)
+    }
+
+
+@contextmanager
+def _progress(total: int, what: str, every_s: float = 10.0) -> Iterator[Callable[[int], None]]:
+    """Progress of a long step on stderr: a Rich bar on a terminal, else (a log, a Prefect run)
+    a line every ``every_s`` seconds; nothing for a step that ends sooner."""
+    import sys
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    started = last = time.monotonic()
+    done = 0
+    if console.is_terminal:
+        columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task(what, total=total)
+            yield lambda n: bar.advance(task, n)
+        return
+
+    def advance(n: int) -> None:
+        nonlocal done, last
+        done += n
+        now = time.monotonic()
+        if now - last >= every_s and done < total:
+            last = now
+            print(f"{what}: {done:,}/{total:,} rows, {now - started:.0f} s", file=sys.stderr)
+
+    yield advance
 
 
 def evaluate(
@@ -238,9 +258,11 @@ def evaluate(
     mlra.load_adapter(model, candidate / ADAPTER_DIR, name="candidate")
     heads["candidate"] = ("candidate", copy.deepcopy(model.head))
     champion = Path(champion_dir) if champion_dir else None
+    champion_ref: dict[str, Any] | None = None
     if champion is not None and (champion / ADAPTER_DIR).is_dir():
         mlra.load_adapter(model, champion / ADAPTER_DIR, name="champion")
         heads["champion"] = ("champion", copy.deepcopy(model.head))
+        champion_ref = _champion_ref(champion, mlra.inspect_adapter(champion / ADAPTER_DIR).sha256)
     else:
         champion = None
 
@@ -278,6 +300,7 @@ def evaluate(
         "candidate": str(candidate / ADAPTER_DIR),
         "candidate_sha256": manifest.sha256,
         "champion": str(champion / ADAPTER_DIR) if champion else None,
+        "champion_ref": champion_ref,
         "golden_rows": len(golden),
         "max_rows_per_slice": ep.max_rows_per_slice,
         "source_domain": data.source_domain,

@@ -20,7 +20,9 @@ from mlra._hashing import canonical_json, sha256_hex
 from mlra.errors import ConfigError, DataError
 
 __all__ = [
+    "DatasetRef",
     "data_hash",
+    "dataset_ref",
     "dvc_md5",
     "dvc_outs",
     "git_commit",
@@ -129,3 +131,52 @@ def library_versions() -> dict[str, str]:
         except PackageNotFoundError:
             found[package] = "not installed"
     return found
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetRef:
+    """A dataset a run used, identified by its DVC hash (``digest``, at most 36 characters)."""
+
+    name: str  # e.g. "train", "golden"
+    path: str  # where it lives, relative to the project
+    digest: str  # the DVC md5 (``….dir`` for a directory)
+    context: str = "training"  # MLflow's dataset context: training, validation, evaluation
+    rows: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.digest or len(self.digest) > 36:
+            raise ConfigError(
+                f"dataset {self.name!r}: needs a name and a digest of 1-36 characters "
+                f"(a DVC md5), got {self.digest!r}"
+            )
+
+
+def dataset_ref(
+    path: str | os.PathLike[str],
+    name: str | None = None,
+    context: str = "training",
+    lock: str | os.PathLike[str] = "dvc.lock",
+) -> DatasetRef:
+    """A :class:`DatasetRef` for ``path`` with its DVC hash.
+
+    The hash is the one ``dvc.lock`` records for ``path`` or for the DVC output that contains it
+    (a directory's ``….dir`` hash); without a lock entry, a file's md5 (what DVC would record) or,
+    for a directory, an md5 over its files' md5s (suffix ``.mlra``: not DVC's own).
+    """
+    target = Path(path)
+    recorded = dvc_outs(lock)
+    rel = os.path.normpath(str(path))
+    for out, md5 in sorted(recorded.items(), key=lambda kv: -len(kv[0])):
+        if rel == out or rel.startswith(out.rstrip("/") + "/"):
+            return DatasetRef(name or target.stem, rel, md5, context)
+    if target.is_file():
+        return DatasetRef(name or target.stem, rel, md5_file(target), context)
+    if target.is_dir():
+        listing = "".join(
+            f"{p.relative_to(target).as_posix()}\0{md5_file(p)}\n"
+            for p in sorted(target.rglob("*"))
+            if p.is_file()
+        )
+        md5 = hashlib.md5(listing.encode(), usedforsecurity=False).hexdigest()
+        return DatasetRef(name or target.name, rel, md5 + ".mlra", context)
+    raise ConfigError(f"dataset {path}: no such file or directory, and no entry in {lock}")

@@ -44,8 +44,8 @@ from mlra.classifier import SentenceClassifier, embed_texts, fit_head, frozen_pr
 from mlra.config import PRECISIONS, DataParams, EarlyStoppingParams, TrainParams
 from mlra.data.splits import cap_per_domain
 from mlra.errors import ConfigError, DataError
-from mlra.evaluation import scores
 from mlra.lineage import data_hash, dvc_md5, git_commit, library_versions, params_hash, plain
+from mlra.metrics import scores
 
 if TYPE_CHECKING:
     from lightning.pytorch.loggers import Logger
@@ -536,7 +536,7 @@ def freeze_base_dropout(model: nn.Module) -> None:
     adapter_dropouts = {
         id(m)
         for layer in model.modules()
-        if isinstance(layer, mlra.LowRankLinear)
+        if isinstance(layer, mlra.AdapterLayer)
         for m in layer.lora_dropout.modules()
     }
     for module in model.modules():
@@ -598,7 +598,7 @@ def build_trainer(
     module's own sampler, so Lightning's distributed sampler is off. ``checkpoint_dir`` None: no
     checkpoints.
     """
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     check_precision(tp.precision, tp.accelerator)
     found: list[L.Callback] = [
@@ -623,7 +623,8 @@ def build_trainer(
             )
         )
     if progress_bar:
-        found.append(RichProgressBar(leave=True))
+        found.append(_StepProgressBar(leave=True))
+    quiet_lightning()
     strategy = tp.strategy
     if strategy == "auto" and tp.devices > 1:
         strategy = "ddp"
@@ -648,6 +649,49 @@ def build_trainer(
         num_sanity_val_steps=0,
         default_root_dir=str(checkpoint_dir) if checkpoint_dir is not None else None,
     )
+
+
+class _StepProgressBar(L.pytorch.callbacks.RichProgressBar):
+    """Lightning's Rich bar, saying what a reader needs: ``epoch 1/2`` (not the 0-based ``Epoch
+    0/1``), a total that stops at ``max_steps`` when that ends the run first, and the loss without
+    Lightning's ``v_num``."""
+
+    @property
+    def total_train_batches(self) -> int | float:
+        trainer = self.trainer
+        total = trainer.num_training_batches
+        if trainer.max_steps and trainer.max_steps > 0:
+            left = (trainer.max_steps - trainer.global_step) * trainer.accumulate_grad_batches
+            return min(total, left)
+        return total
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        epochs = self.trainer.max_epochs
+        text = f"epoch {current_epoch + 1}" + (f"/{epochs}" if epochs and epochs > 0 else "")
+        return f"{text:{len(self.validation_description)}}"  # padded: no flicker
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        items = dict(super().get_metrics(trainer, pl_module))
+        items.pop("v_num", None)
+        return items
+
+
+def quiet_lightning() -> None:
+    """Lightning's own lines once and only when they matter: no "GPU available", "TPU
+    available", litlogger / litmodels tips or "`Trainer.fit` stopped" (INFO), and no second copy
+    of each warning where the process logs through the root logger too (a Prefect run: Lightning's
+    own handler and Prefect's console would print every line twice)."""
+    import logging
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if logging.getLogger().handlers:  # the root prints: Lightning's own handlers would repeat it
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            logger = logging.getLogger(name)
+            for handler in list(logger.handlers):
+                if type(handler) is logging.StreamHandler:
+                    logger.removeHandler(handler)
+            logger.propagate = True
 
 
 def resumable_checkpoint(checkpoint_dir: str | Path, run_key: str) -> Path | None:
@@ -693,6 +737,8 @@ def fit(
         warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
         # single-process data loading is deliberate: tokenised rows are in memory already
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        # torch 2.13 deprecates an API Lightning 2.6 still calls: nothing for a user to do
+        warnings.filterwarnings("ignore", message=r".*LeafSpec.* is deprecated.*")
         trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume else None)
     return trainer
 
@@ -775,7 +821,12 @@ def _mlflow_logger(tp: TrainParams, tags: Mapping[str, Any]) -> Logger:
 
     # a tracking server decides where artifacts go; the embedded SQLite store uses the project's
     local = not os.environ.get("MLFLOW_TRACKING_URI")
-    _ensure_experiment(tp.experiment, tracking_uri(), artifact_root().as_uri() if local else None)
+    from mlflow import MlflowClient
+
+    from mlra.tracking import ensure_experiment
+
+    location = artifact_root().as_uri() if local else None
+    ensure_experiment(MlflowClient(tracking_uri=tracking_uri()), tp.experiment, location)
     return MLFlowLogger(
         experiment_name=tp.experiment,
         tracking_uri=tracking_uri(),
@@ -783,22 +834,6 @@ def _mlflow_logger(tp: TrainParams, tags: Mapping[str, Any]) -> Logger:
         run_name=f"train-{tp.adapter_name}",
         tags={k: str(v) for k, v in tags.items()},
     )
-
-
-def _ensure_experiment(name: str, uri: str, artifact_location: str | None) -> None:
-    """Create the MLflow experiment unless it exists. Two trainings that start at once on a
-    shared server both find it missing; the loser's create fails, and it finds the winner's."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    client = MlflowClient(tracking_uri=uri)
-    if client.get_experiment_by_name(name) is not None:
-        return
-    try:
-        client.create_experiment(name, artifact_location=artifact_location)
-    except MlflowException:
-        if client.get_experiment_by_name(name) is None:
-            raise
 
 
 def train(

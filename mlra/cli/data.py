@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlra.cli import _args
+
 if TYPE_CHECKING:
     from mlra.config import Params
 
@@ -41,7 +43,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     _params_option(p)
     p.add_argument("--out", type=Path, help="output folder (default: data.inbox_dir)")
-    p.add_argument("--batches", type=int, help="number of files (default: feedback.batches)")
+    p.add_argument(
+        "--batches", type=_args.positive_int, help="number of files (default: feedback.batches)"
+    )
     p.set_defaults(func=_simulate)
 
     p = sub.add_parser(
@@ -51,7 +55,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "every row. Accepted rows go to the store's accepted/ Parquet, rejected rows to its "
         "quarantine/ JSONL with their reason. Files already ingested are skipped.",
     )
-    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders")
+    p.add_argument(
+        "paths", nargs="+", type=_args.existing_path, metavar="PATH", help="files or folders"
+    )
     _params_option(p)
     p.add_argument("--store", type=Path, help="feedback store (default: data.feedback_dir)")
     p.add_argument("--json", action="store_true", help="end with one JSON line of totals")
@@ -65,9 +71,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "feedback; write report.json and Data Docs. Exits 1 when the gate fails.",
     )
     _params_option(p)
-    p.add_argument("--prepared", type=Path, help="prepared splits (default: data.prepared_dir)")
+    p.add_argument(
+        "--prepared", type=_args.existing_dir, help="prepared splits (default: data.prepared_dir)"
+    )
     p.add_argument("--feedback", type=Path, help="feedback store (default: data.feedback_dir)")
-    p.add_argument("--out", type=Path, default=Path("reports/validation"), help="report folder")
+    p.add_argument(
+        "--out", type=Path, default=None, help="report folder (default: validation.report_dir)"
+    )
     p.add_argument("--metrics", type=Path, help="also write summary numbers as a metrics JSON")
     p.add_argument("--no-docs", action="store_true", help="skip the Data Docs site (faster)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -77,12 +87,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _params_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--params", type=Path, default=Path("params.yaml"), help="parameter file (params.yaml)"
+        "--params",
+        type=_args.existing_file,
+        default=Path("params.yaml"),
+        help="parameter file (params.yaml)",
     )
 
 
 def _actor_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--actor", default="pipeline", help="who runs this, for the audit trail")
+    p.add_argument(
+        "--actor", type=_args.text, default="pipeline", help="who runs this, for the audit trail"
+    )
 
 
 def _load(args: argparse.Namespace) -> Params:
@@ -107,13 +122,14 @@ def _console() -> Any:
 def _prepare(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from mlra.data.splits import SPLITS, prepare
+    from mlra import steps
+    from mlra.data.splits import SPLITS
 
     params = _load(args)
     console = _console()
     started = time.perf_counter()
     with console.status("preparing splits..."):
-        result = prepare(params, out_dir=args.out, feedback_dir=args.feedback)
+        result = steps.prepare(params, out_dir=args.out, feedback_dir=args.feedback)
     table = Table(title=f"prepared {result.manifest['rows']:,} rows → {result.out_dir}")
     table.add_column("domain")
     for name in SPLITS:
@@ -168,7 +184,8 @@ def _ingest(args: argparse.Namespace) -> int:
     from rich.progress import Progress
     from rich.table import Table
 
-    from mlra.data.ingest import expand_paths, ingest
+    from mlra import steps
+    from mlra.data.ingest import expand_paths
 
     params = _load(args)
     store = args.store if args.store is not None else Path(params.data.feedback_dir)
@@ -181,13 +198,9 @@ def _ingest(args: argparse.Namespace) -> int:
         def advance(path: Path) -> None:
             bar.update(task, advance=1, description=f"ingesting {path.name}")
 
-        result = ingest(files, store, params, progress=advance)
+        # records the ingest when anything new was read (a re-run adds nothing)
+        result = steps.ingest(params, args.paths, args.actor, store=store, progress=advance)
     elapsed = time.perf_counter() - started
-    if result.batch is not None:  # something new was read: record it (a re-run adds nothing)
-        from mlra.audit import default_trail
-        from mlra.events import record_ingest
-
-        record_ingest(default_trail(), args.actor, result)
 
     table = Table(title=f"ingest → {store}" + (f" (batch {result.batch})" if result.batch else ""))
     for column, justify in (("file", "left"), ("status", "left"), ("read", "right")):
@@ -217,23 +230,21 @@ def _ingest(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from mlra.validation import brief, validate
+    from mlra import steps
+    from mlra.validation import brief
 
     params = _load(args)
+    out = args.out if args.out is not None else Path(params.validation.report_dir)
     console = _console()
     with console.status("validating (Great Expectations)..."):
-        report = validate(
+        report = steps.validate(
             params,
+            args.actor,
             prepared_dir=args.prepared,
             feedback_dir=args.feedback,
-            out_dir=args.out,
+            out_dir=out,
             data_docs=not args.no_docs,
-            raise_on_failure=False,
         )
-    from mlra.audit import default_trail
-    from mlra.events import record_validation
-
-    record_validation(default_trail(), args.actor, report, args.out / "report.json")
     if args.metrics:
         _write_json(args.metrics, report.metrics())
     if args.json:
@@ -249,7 +260,7 @@ def _validate(args: argparse.Namespace) -> int:
             table.add_row(o.check, o.name, verdict, brief(o.observed))
         console.print(table)
         console.print(f"drift: {report.drift_status}")
-        console.print(f"report: {args.out / 'report.json'}")
+        console.print(f"report: {out / 'report.json'}")
         if report.data_docs:
             console.print(f"data docs: {report.data_docs}")
         console.print(f"{report.duration_s:.1f} s")

@@ -15,6 +15,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mlra.cli import _args
+
+# what mlra.config's TrainParams accepts (not imported here: mlra.config pulls in yaml)
+ACCELERATORS = ("auto", "cpu", "cuda", "gpu")
+STRATEGIES = ("auto", "ddp", "ddp_spawn")
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``train`` and ``evaluate`` to the ``mlra`` command."""
@@ -27,20 +34,38 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         " A run killed mid-epoch resumes from its last checkpoint when started again.",
     )
     _params_option(p)
-    p.add_argument("--prepared", type=Path, help="prepared splits (default: data.prepared_dir)")
+    p.add_argument(
+        "--prepared", type=_args.existing_dir, help="prepared splits (default: data.prepared_dir)"
+    )
     p.add_argument("--out", type=Path, help="output folder (default: train.out_dir)")
-    p.add_argument("--max-steps", type=int, help="override train.max_steps")
-    p.add_argument("--max-epochs", type=int, help="override train.max_epochs")
-    p.add_argument("--rows-per-domain", type=int, help="override train.rows_per_domain")
-    p.add_argument("--accelerator", help="override train.accelerator (auto, cpu, cuda)")
-    p.add_argument("--devices", type=int, help="override train.devices (> 1: DDP)")
-    p.add_argument("--strategy", help="override train.strategy (auto, ddp, ddp_spawn)")
-    p.add_argument("--precision", help="override train.precision (32-true, bf16-mixed, 16-mixed)")
-    p.add_argument("--seed", type=int, help="override train.seed")
+    p.add_argument("--max-steps", type=_args.step_limit, help="override train.max_steps")
+    p.add_argument("--max-epochs", type=_args.positive_int, help="override train.max_epochs")
+    p.add_argument(
+        "--rows-per-domain", type=_args.non_negative_int, help="override train.rows_per_domain"
+    )
+    p.add_argument(
+        "--accelerator",
+        type=_args.choice("accelerator", ACCELERATORS),
+        help="override train.accelerator (auto, cpu, cuda, gpu)",
+    )
+    p.add_argument("--devices", type=_args.positive_int, help="override train.devices (> 1: DDP)")
+    p.add_argument(
+        "--strategy",
+        type=_args.choice("strategy", STRATEGIES),
+        help="override train.strategy (auto, ddp, ddp_spawn)",
+    )
+    p.add_argument(
+        "--precision",
+        type=_args.choice("precision", PRECISIONS),
+        help="override train.precision (32-true, bf16-mixed, 16-mixed)",
+    )
+    p.add_argument("--seed", type=_args.non_negative_int, help="override train.seed")
     p.add_argument("--fresh", action="store_true", help="ignore an interrupted run's checkpoint")
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--actor", default="pipeline", help="who runs this, for the audit trail")
+    p.add_argument(
+        "--actor", type=_args.text, default="pipeline", help="who runs this, for the audit trail"
+    )
     p.add_argument("--json", action="store_true", help="end with one JSON line of the result")
     p.set_defaults(func=_train)
 
@@ -53,19 +78,36 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     _params_option(p)
     p.add_argument(
-        "--candidate", type=Path, help="what `mlra train` wrote (default: train.out_dir)"
+        "--candidate",
+        type=_args.existing_dir,
+        help="what `mlra train` wrote (default: train.out_dir)",
     )
-    p.add_argument("--champion", type=Path, help="champion folder (default: evaluate.champion_dir)")
-    p.add_argument("--prepared", type=Path, help="prepared splits (default: data.prepared_dir)")
-    p.add_argument("--max-rows-per-slice", type=int, help="override evaluate.max_rows_per_slice")
-    p.add_argument("--actor", default="pipeline", help="who runs this, for the audit trail")
+    p.add_argument(
+        "--champion",
+        type=_args.existing_dir,
+        help="champion folder (default: evaluate.champion_dir)",
+    )
+    p.add_argument(
+        "--prepared", type=_args.existing_dir, help="prepared splits (default: data.prepared_dir)"
+    )
+    p.add_argument(
+        "--max-rows-per-slice",
+        type=_args.non_negative_int,
+        help="override evaluate.max_rows_per_slice (0: all)",
+    )
+    p.add_argument(
+        "--actor", type=_args.text, default="pipeline", help="who runs this, for the audit trail"
+    )
     p.add_argument("--json", action="store_true", help="print the metrics JSON")
     p.set_defaults(func=_evaluate)
 
 
 def _params_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--params", type=Path, default=Path("params.yaml"), help="parameter file (params.yaml)"
+        "--params",
+        type=_args.existing_file,
+        default=Path("params.yaml"),
+        help="parameter file (params.yaml)",
     )
 
 
@@ -74,7 +116,7 @@ def _actor(name: str) -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from mlra.config import TrainParams, load_params
+    from mlra.config import load_params
 
     params = load_params(args.params)
     overrides = {
@@ -91,19 +133,18 @@ def _train(args: argparse.Namespace) -> int:
         )
         if getattr(args, key) is not None
     }
-    tp: TrainParams = dataclasses.replace(params.train, **overrides)  # re-checked in __post_init__
+    dataclasses.replace(params.train, **overrides)  # bad overrides fail before anything loads
 
     from rich.console import Console
 
-    from mlra.audit import default_trail
-    from mlra.events import record_training
-    from mlra.training import train
+    from mlra import steps
 
     console = Console(stderr=True)
     started = time.perf_counter()
-    result = train(
-        params.data,
-        tp,
+    result = steps.train(  # trains, then records the candidate in the audit trail
+        params,
+        _actor(args.actor),
+        overrides=overrides,
         prepared_dir=args.prepared,
         out_dir=args.out,
         resume=not args.fresh,
@@ -114,7 +155,6 @@ def _train(args: argparse.Namespace) -> int:
     if not result.adapter_sha256:  # a DDP worker: rank 0 reports
         return 0
     meta = result.metadata
-    record_training(default_trail(), _actor(args.actor), result, overrides)
     val = meta["val_metrics"]
     console.print(
         f"trained {meta['steps']} steps on {meta['rows']['train']:,} rows in {seconds:.0f} s "
@@ -136,26 +176,30 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     params = load_params(args.params)
     ep = params.evaluate
-    if args.max_rows_per_slice is not None:
-        ep = dataclasses.replace(ep, max_rows_per_slice=args.max_rows_per_slice)
 
     from rich.console import Console
     from rich.table import Table
 
-    from mlra.audit import default_trail
-    from mlra.evaluation import evaluate, write_outputs
-    from mlra.events import record_evaluation
+    from mlra import steps
 
     started = time.perf_counter()
-    candidate = args.candidate or Path(params.train.out_dir)
-    champion = args.champion or (Path(ep.champion_dir) if ep.champion_dir else None)
-    result = evaluate(params.data, ep, candidate, champion_dir=champion, prepared_dir=args.prepared)
-    plots = write_outputs(result, ep.metrics_file, ep.report_file, ep.plots_dir)
+    # without --champion: the champion that serves now (by the audit trail), verified, named in
+    # the metrics (`mlra register` checks the name); never an older one left in the folder
+    result, plots = steps.evaluate(
+        params,
+        _actor(args.actor),
+        candidate_dir=args.candidate,
+        champion_dir=args.champion,
+        prepared_dir=args.prepared,
+        max_rows_per_slice=args.max_rows_per_slice,
+    )
     seconds = time.perf_counter() - started
 
     table = Table(title="golden-set macro-F1 (accuracy) per slice; † = few rows in a class")
     for column in ["slice", "rows", *result.models, "Δ vs base"]:
-        table.add_column(column, justify="left" if column == "slice" else "right")
+        # slice names whole at any width (the figures wrap instead)
+        table.add_column(column, justify="left" if column == "slice" else "right",
+                         no_wrap=column == "slice")  # fmt: skip
     for sl in result.slices.values():
         s = sl.scores
         cells: list[Any] = [sl.name + (" †" if sl.noisy else ""), f"{s['candidate'].support:,}"]
@@ -168,7 +212,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         f"metrics → {ep.metrics_file}, table → {ep.report_file}, {len(plots)} plots → "
         f"{ep.plots_dir}/ ({seconds:.0f} s)"
     )
-    record_evaluation(default_trail(), _actor(args.actor), result, ep.metrics_file)
+    ref = result.info.get("champion_ref")
+    if ref:
+        console.print(f"compared with champion v{ref['version']} ({ref['adapter_sha256'][:12]}…)")
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, sort_keys=True))
     return 0
