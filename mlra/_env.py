@@ -20,6 +20,8 @@ _DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
     "TOKENIZERS_PARALLELISM": "false",
     "GX_ANALYTICS_ENABLED": "false",
+    # MLflow's INFO lines ("Creating initial MLflow database tables...") are not for users
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
 }
 
 

@@ -16,7 +16,8 @@ tests (its KS/chi-square expectations raise NotImplementedError), so the label K
 computed here and checked by an expectation over a one-row statistics table; length quantiles and
 the unseen-domain share are checked by Great Expectations on the feedback rows themselves.
 
-:func:`validate` writes ``report.json`` and the Data Docs site under ``out_dir`` and, when the gate
+:func:`validate` writes ``report.json``, ``report.html`` (one self-contained page: readable offline)
+and the Data Docs site under ``out_dir`` (its pages rewritten to need no CDN) and, when the gate
 fails, raises :class:`~mlra.errors.ValidationFailed` listing every failed expectation.
 """
 
@@ -29,6 +30,7 @@ import dataclasses
 import datetime as dt
 import importlib
 import json
+import logging
 import math
 import os
 import time
@@ -56,6 +58,7 @@ __all__ = [
 ]
 
 REPORT: Final = "report.json"
+HTML: Final = "report.html"
 DOCS: Final = "data_docs"
 _SMOOTHING: Final = 0.5  # add-½ counts: a label absent on one side gives a finite divergence
 
@@ -100,6 +103,7 @@ class ValidationReport:
     drift_status: str  # "checked", or "skipped: <why>"
     drift: DriftStats | None
     data_docs: str | None
+    html: str | None = None  # mlra's own one-file report (report.html): readable offline
 
     @property
     def failed(self) -> list[ExpectationOutcome]:
@@ -251,6 +255,8 @@ def _gx_context(docs_dir: Path | None) -> Any:
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    # the ephemeral context announces its temporary docs folder at INFO: not news to a user
+    logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     # the ephemeral context comes with a docs site in a temporary folder: only ours is wanted
@@ -429,8 +435,9 @@ def validate(
 ) -> ValidationReport:
     """Run the gate over ``prepared_dir`` (and the newest batch in ``feedback_dir``).
 
-    Writes ``out_dir/report.json`` and, with ``data_docs``, the Great Expectations Data Docs site
-    at ``out_dir/data_docs/index.html`` (when ``out_dir`` is given). Raises
+    Writes ``out_dir/report.json``, ``out_dir/report.html`` (self-contained) and, with
+    ``data_docs``, the Great Expectations Data Docs site at ``out_dir/data_docs/index.html``
+    (offline-readable; when ``out_dir`` is given). Raises
     :class:`~mlra.errors.ValidationFailed` naming every failed expectation when the gate fails
     and ``raise_on_failure`` is set (the report is written first); otherwise returns it.
     Missing prepared splits raise :class:`~mlra.errors.DataError`.
@@ -511,7 +518,10 @@ def validate(
     outcomes = _run_checks(context, batches, suites)
     docs_index = None
     if docs_dir is not None:
+        from mlra._validation_html import make_offline
+
         context.build_data_docs(site_names=["mlra"])
+        make_offline(docs_dir)  # GX's pages load their styles from CDNs
         docs_index = str(docs_dir / "index.html")
 
     report = ValidationReport(
@@ -524,12 +534,17 @@ def validate(
         drift_status=drift_status,
         drift=stats,
         data_docs=docs_index,
+        html=str(out / HTML) if out is not None else None,
     )
     if out is not None:
+        from mlra._validation_html import render
+
         out.mkdir(parents=True, exist_ok=True)
-        tmp = out / (REPORT + ".tmp")
-        tmp.write_text(report.to_json(), encoding="utf-8")
-        os.replace(tmp, out / REPORT)
+        docs_link = f"{DOCS}/index.html" if docs_index else None
+        for name, text in ((HTML, render(report, docs_link)), (REPORT, report.to_json())):
+            tmp = out / (name + ".tmp")
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, out / name)
     if raise_on_failure:
         report.raise_if_failed()
     return report

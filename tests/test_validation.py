@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import html
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -68,6 +70,29 @@ def test_gate_passes_and_writes_report_and_data_docs(prepared: Params, tmp_path:
     index = out / "data_docs" / "index.html"
     assert index.is_file() and "expect" in index.read_text().lower()
     assert report.metrics()["passed"] == 1
+    assert_readable_offline(out)
+    page = (out / "report.html").read_text()
+    assert report.html == str(out / "report.html") and on_disk["html"] == report.html
+    assert "Validation gate" in page and "passed" in page
+    for outcome in report.expectations:  # every statement, in words, with its observed value
+        assert html.escape(outcome.name, quote=True) in page
+
+
+def assert_readable_offline(out: Path) -> None:
+    """Nothing in the HTML reports loads from the network; the Data Docs index links each page
+    (GX's own index lists them by script, from a CDN)."""
+    pages = [out / "report.html", *(out / "data_docs").rglob("*.html")]
+    for page in pages:
+        text = page.read_text()
+        remote = re.findall(r"<(?:link|script|img)\b[^>]*(?:href|src)=[\"']https?://", text, re.I)
+        assert not remote, (page, remote[:3])
+        assert "<style>" in text  # styled inline
+    index = (out / "data_docs" / "index.html").read_text()
+    linked = set(re.findall(r"href='(validations/[^']+\.html)'", index))
+    on_disk = {p.relative_to(out / "data_docs").as_posix()
+               for p in (out / "data_docs" / "validations").rglob("*.html")}  # fmt: skip
+    assert linked == on_disk and len(on_disk) == 5
+    assert "href='../report.html'" in index
 
 
 def test_broken_training_data_fails_the_gate_naming_each_expectation(
@@ -99,6 +124,8 @@ def test_broken_training_data_fails_the_gate_naming_each_expectation(
     ):
         assert expected in message
     report = json.loads((out / "report.json").read_text())  # written before raising
+    page = (out / "report.html").read_text()
+    assert "FAILED" in page and page.count("<td class='bad'>FAILED</td>") == 4
     assert report["passed"] is False and len(report["failed"]) == 4
     failed = {e["name"]: e for e in report["expectations"] if not e["success"]}
     assert failed["label is one of negative, neutral, positive"]["observed"][

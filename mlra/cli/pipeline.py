@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mlra.cli import _args
 from mlra.cli.train import _params_option as params_option
 from mlra.errors import ConfigError
 
@@ -44,10 +45,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="do not simulate a feedback batch when the inbox has none",
     )
-    p.add_argument("--actor", default="pipeline", help="who runs this, for the audit trail")
+    p.add_argument(
+        "--actor", type=_args.text, default="pipeline", help="who runs this, for the audit trail"
+    )
     p.add_argument(
         "--approval-timeout",
-        type=int,
+        type=_args.seconds,
         default=None,
         metavar="SECONDS",
         help="how long to wait for a person's approval (default: pipeline.approval_timeout_s)",
@@ -66,7 +69,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "infra/local); prefect.yaml holds the same deployments for work pools.",
     )
     params_option(p)
-    p.add_argument("--cron", default=None, help="override pipeline.schedule (5-field cron, UTC)")
+    p.add_argument(
+        "--cron",
+        type=_args.cron,
+        default=None,
+        help="override pipeline.schedule (5-field cron, UTC)",
+    )
     p.add_argument("--inbox", default=None, help="feedback folder (default: data.inbox_dir)")
     p.set_defaults(func=_schedule)
 
@@ -97,14 +105,19 @@ def _run(args: argparse.Namespace) -> int:
     )
     seconds = time.perf_counter() - started
     if state.is_failed():
-        error = state.result(raise_on_failure=False)
-        console.print(f"[bold red]the retrain failed[/]: {error}")
+        from rich.markup import escape
+
+        from mlra.redact import redact_text
+
+        error = redact_text(str(state.result(raise_on_failure=False)))
+        console.print(f"[bold red]the retrain failed[/]: {escape(error)}")
         console.print(
             "nothing was promoted; the audit trail records what ran (`mlra audit show`); "
-            "the validation report is reports/validation/report.json when validation failed"
+            f"the validation report is {params.validation.report_dir}/report.html when "
+            "validation failed"
         )
         if args.json:
-            print(json.dumps({"outcome": "failed", "error": str(error), "seconds": seconds}))
+            print(json.dumps({"outcome": "failed", "error": error, "seconds": seconds}))
         return 1
     summary: dict[str, Any] = state.result()
     _print_summary(console, summary, seconds)
@@ -168,14 +181,14 @@ def _print_summary(console: Any, s: dict[str, Any], seconds: float) -> None:
         ("Prefect UI", os.environ.get("PREFECT_API_URL", "").removesuffix("/api")
          or f"PREFECT_HOME={prefect_home} prefect server start, then http://127.0.0.1:4200"),
         ("evaluation", "metrics/eval.md, plots/*.png"),
-        ("validation", str(s["validation_report"] or "reports/validation/report.json")),
+        ("validation", str(s["validation_report"] or "").replace("report.json", "report.html")),
     ]  # fmt: skip
     for key, value in looks:
         console.print(f"  {key + ':':<13} {value}")
     if s["outcome"] == "awaiting_approval":
         console.print(
             f"\nv{s['version']} waits for a person: `mlra approve {s['version']} --by NAME "
-            f"--reason TEXT`, then `mlra promote {s['version']}`"
+            "--reason TEXT` approves and promotes it"
         )
 
 

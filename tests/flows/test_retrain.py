@@ -63,37 +63,43 @@ def _actions() -> list[str]:
     return [r.action for r in default_trail().records()]
 
 
-def _answer_when_paused(answer: dict[str, Any], timeout: float = 240.0) -> threading.Thread:
-    """A reviewer: waits for a paused flow run, then resumes it with ``answer`` (Prefect's
-    typed run input, as the UI's form would send it)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
-    from prefect.flow_runs import resume_flow_run
+def _answer_when_paused(
+    version: str, approve: bool, by: str, reason: str, timeout: float = 240.0
+) -> threading.Thread:
+    """A reviewer: waits until a retrain pauses for ``version``, then answers it as ``mlra
+    approve`` / ``mlra reject`` do (:func:`flows.approval.resume_paused_run`)."""
+    from flows.approval import paused_run, resume_paused_run
 
     def reviewer() -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            with get_client(sync_client=True) as client:
-                paused = client.read_flow_runs(
-                    flow_run_filter=FlowRunFilter(
-                        state=FlowRunFilterState(
-                            type=FlowRunFilterStateType(any_=[StateType.PAUSED])
-                        )
-                    )
-                )
-            if paused:
-                resume_flow_run(paused[0].id, run_input=answer)
+            if paused_run(version) is not None:
+                record = Path(".mlra") / "paused" / f"mlra-sentiment-v{version}.json"
+                assert record.is_file()  # how `mlra approve` finds the run's own server
+                answered = resume_paused_run(version, approve, by, reason, "mlra-sentiment")
+                assert answered is not None
                 return
             time.sleep(1)
 
     thread = threading.Thread(target=reviewer, daemon=True)
     thread.start()
     return thread
+
+
+def _flow_run(flow_run_id: str) -> Any:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(UUID(flow_run_id))
+
+
+def _says_outcome(flow_run_id: str, version: str, outcome: str, state: str) -> None:
+    """The run's name, tags and final state say what it decided."""
+    run = _flow_run(flow_run_id)
+    assert run.name == f"v{version}-{outcome}", run.name
+    assert {outcome, f"version:{version}", "model:mlra-sentiment"} <= set(run.tags), run.tags
+    assert "awaiting_approval" not in run.tags or outcome == "awaiting_approval"
+    assert run.state.is_completed() and run.state.name == state, run.state
 
 
 def test_a_project_through_its_retrains(project: Path) -> None:
@@ -125,6 +131,7 @@ def test_a_project_through_its_retrains(project: Path) -> None:
     table = json.loads(artifacts["mlra-slice-metrics"].data)
     assert {row["slice"].split(" ")[0] for row in table} >= {"airline", "targets", "apple"}
     assert "champion macro-F1" not in table[0]  # no champion to compare with yet
+    _says_outcome(first["flow_run_id"], "1", "promoted", "Promoted")
 
     # 2. no new feedback: the check retrains nothing
     again = retrain_if_due(params=str(params), inbox=str(inbox))
@@ -139,13 +146,15 @@ def test_a_project_through_its_retrains(project: Path) -> None:
     assert registry.tags("2")["mlra.parent_version"] == "1"
     assert "champion macro-F1" in second["slices"][0]  # compared with the champion
     assert registry.alias(CHALLENGER) is None
+    _says_outcome(second["flow_run_id"], "2", "gate_failed", "Gate failed")
 
     # 4. a version that passes needs a person now: the run pauses, a reviewer answers
     waiting = small_params(project, pipeline={"approval_timeout_s": 240})
-    reviewer = _answer_when_paused({"approve": True, "by": "dana", "reason": "slices hold up"})
+    reviewer = _answer_when_paused("3", True, "dana", "slices hold up")
     third = retrain(params=str(waiting))
     reviewer.join(timeout=5)
     assert third["outcome"] == "promoted", third
+    _says_outcome(third["flow_run_id"], "3", "promoted", "Promoted")
     assert registry.alias(CHAMPION) == third["version"] == "3"
     tags = registry.tags("3")
     assert tags["mlra.approved_by"] == "dana" and tags["mlra.previous_champion"] == "1"
