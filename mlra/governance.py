@@ -22,6 +22,7 @@ from mlra.audit import AuditRecord
 __all__ = [
     "CHALLENGER",
     "CHAMPION",
+    "GATES",
     "Approval",
     "Finding",
     "LiveVersion",
@@ -35,6 +36,15 @@ __all__ = [
 
 CHAMPION: Final = "champion"
 CHALLENGER: Final = "challenger"
+# the promotion gates, in the order they are checked (mlra.promotion)
+GATES: Final = (
+    "registered",
+    "validation",
+    "artifact",
+    "champion",
+    "overall_gain",
+    "slice_regression",
+)
 # The lineage a registration record carries, projected onto tags of the same name (``mlra.<key>``).
 LINEAGE_KEYS: Final = (
     "git_commit",

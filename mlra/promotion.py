@@ -35,6 +35,7 @@ from mlra.errors import IntegrityError, PromotionRefused
 from mlra.governance import (
     CHALLENGER,
     CHAMPION,
+    GATES,
     Finding,
     ModelState,
     VersionState,
@@ -61,14 +62,6 @@ __all__ = [
 ]
 
 AUTOMATIC: Final = "policy:automatic"
-GATES: Final = (
-    "registered",
-    "validation",
-    "artifact",
-    "champion",
-    "overall_gain",
-    "slice_regression",
-)
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,9 @@ def test_pass_challenger_approve_promote_rollback(store: dict[str, Any], tmp_pat
     decision = run_gates(registry, v2, policy())
     assert decision.passed and registry.alias("challenger") == v2
     assert awaiting_approval(registry) == [v2]
+    card = registry.version(v2).description  # the reviewer sees each gate with its threshold
+    assert "## Gates (record" in card and "**Status:** `challenger`" in card
+    assert "- pass `overall_gain`: overall macro-F1 +0.0500 against champion v1 (minimum" in card
 
     with pytest.raises(PromotionRefused, match="gate 'approval': no approval"):
         promote(registry, v2, policy(), "ops")
@@ -94,8 +97,9 @@ def test_pass_challenger_approve_promote_rollback(store: dict[str, Any], tmp_pat
     assert registry.tags(v2)["mlra.previous_champion"] == "1"
     card = registry.version(v2).description
     assert "`champion`" in card and "Grace O'Hopper" in card
-    row = [line for line in card.splitlines() if line.startswith("| ") and "ticket #12" in line]
-    assert len(row) == 1 and row[0].count(" | ") == 3  # the reason cannot break the table
+    row = [line for line in card.splitlines() if "ticket #12" in line]
+    assert len(row) == 1 and row[0].startswith("- ")  # the reason cannot break the list
+    assert "**Grace O'Hopper** · approval: golden set +5 points" in row[0]
 
     back = rollback(registry, "oncall", "latency regression in prod")
     assert (back.version, back.previous) == ("1", v2)

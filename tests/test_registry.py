@@ -85,7 +85,14 @@ def test_model_card_is_the_description(store: dict[str, Any], tmp_path: Path) ->
     ):
         assert section in card
     assert registry.tags(1)["mlra.base_fingerprint"] in card
-    assert "| apple | 300 | 0.400 | — | 0.550 | +0.150 |" in card
+    # a fixed-width table (MLflow's UI draws Markdown tables without cell spacing), slices in
+    # the evaluation's order, the summary row last
+    rows = [line.split() for line in card.split("```text\n")[1].split("```")[0].splitlines()]
+    assert rows[0] == ["slice", "rows", "base", "champion", "candidate", "Δ"]
+    assert rows[1] == ["apple", "300", "0.400", "—", "0.550", "+0.150"]
+    assert [r[0] for r in rows[1:]] == ["apple", "claritin", "nfl", "overall"]
+    assert "## Gates" not in card  # no gate decision yet
+    assert "[macro_f1" not in card and "Plots: [confusion](#/experiments/" in card
     run_card = registry.client.download_artifacts(registry.version(1).run_id, "model_card.md")
     assert Path(run_card).read_text().startswith("# tweets-sentiment — version 1")
 
@@ -126,9 +133,9 @@ def test_fetch_verifies_files_tags_and_registration_record(
     good = registry.tags(1)["mlra.adapter_sha256"]
     registry.client.set_model_version_tag(registry.model, "1", "mlra.adapter_sha256", "0" * 64)
     assert registry.fetch(1, tmp_path / "tag").manifest.sha256 == good
-    assert any(
-        f.subject == "v1 mlra.adapter_sha256" for f in registry.reconcile()
-    ), registry.reconcile()
+    assert any(f.subject == "v1 mlra.adapter_sha256" for f in registry.reconcile()), (
+        registry.reconcile()
+    )
     registry.client.set_model_version_tag(registry.model, "1", "mlra.adapter_sha256", good)
     assert registry.reconcile() == []
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Final
 
 from mlra.audit import AuditRecord
+from mlra.governance import GATES
 from mlra.metrics import EvaluationMetrics
 
 __all__ = ["DEFAULT_INTENDED_USE", "DEFAULT_LIMITATIONS", "render_card"]
@@ -48,9 +49,14 @@ def render_card(
     intended_use: str = DEFAULT_INTENDED_USE,
     limitations: Sequence[str] = DEFAULT_LIMITATIONS,
     min_support: int = 50,
+    run_link: str | None = None,
+    plot_names: Sequence[str] = (),
 ) -> str:
     """The model card in Markdown: intended use, base model, data and its validation, metrics per
-    slice against the champion, known limitations, approvals and the audit anchors."""
+    slice against the champion (a fixed-width table: MLflow's UI draws Markdown tables without
+    cell spacing), the last gate decision with its thresholds, known limitations, approvals, the
+    history and the audit anchors. ``run_link``: the UI address of the run that logged it;
+    ``plot_names``: its plots under ``evaluation/plots/``, linked (and the per-slice one shown)."""
     t = dict(tags)
     parent = t.get("mlra.parent_version", "none")
     against = f"champion v{parent}" if parent != "none" else "base model (no champion)"
@@ -60,7 +66,12 @@ def render_card(
         f"# {model} — version {version}",
         "",
         f"**Status:** {status} · **validation:** {t.get('mlra.validation', '?')} · "
-        f"**registered by run** `{t.get('mlra.run_id', '?')}`",
+        + (
+            f"**run:** [{t.get('mlra.run_id', '?')[:12]}]({run_link}) (params, metrics, loss "
+            "curves, artifacts)"
+            if run_link
+            else f"**registered by run** `{t.get('mlra.run_id', '?')}`"
+        ),
         "",
         "## Intended use",
         "",
@@ -82,22 +93,46 @@ def render_card(
         "",
         f"## Metrics per slice (macro-F1) against the {against}",
         "",
-        "| slice | support | base | champion | candidate | Δ vs reference |",
-        "|---|---:|---:|---:|---:|---:|",
+        "Slices in the order of the evaluation: the source domain, the target domains, then the "
+        "summary rows. Δ is the candidate against the reference (the champion, else the base).",
+        "",
+        "```text",
+        f"{'slice':<22} {'rows':>6} {'base':>7} {'champion':>9} {'candidate':>10} {'Δ':>7}",
     ]
     small, regress = [], []
-    for name, sl in [*sorted(metrics.slices.items()), ("**overall**", metrics.overall)]:
+    rows = [*metrics.slices.items(), ("overall", metrics.overall)]
+    for name, sl in rows:
         cand = float(sl.candidate["macro_f1"])
         champ = None if sl.champion is None else float(sl.champion["macro_f1"])
         delta = cand - float(sl.reference()["macro_f1"])
         lines.append(
-            f"| {_cell(name)} | {sl.support} | {_fmt(float(sl.base['macro_f1']))} | "
-            f"{_fmt(champ)} | {_fmt(cand)} | {delta:+.3f} |"
+            f"{name[:22]:<22} {sl.support:>6} {_fmt(float(sl.base['macro_f1'])):>7} "
+            f"{_fmt(champ):>9} {_fmt(cand):>10} {delta:>+7.3f}"
         )
-        if name != "**overall**" and sl.support < min_support:
+        if name != "overall" and sl.support < min_support:
             small.append(name)
         if delta < 0:
             regress.append(f"{name} ({delta:+.3f})")
+    lines.append("```")
+    slice_plot = next((n for n in plot_names if n.startswith("macro_f1")), None)
+    if run_link and slice_plot:
+        run_id = t.get("mlra.run_id", "")
+        lines += ["", f"![macro-F1 per slice](get-artifact?path=evaluation/plots/{slice_plot}"
+                      f"&run_uuid={run_id})"]  # fmt: skip
+    if run_link and plot_names:
+        links = ", ".join(
+            f"[{n.removesuffix('.png')}]({run_link}/artifacts/evaluation/plots/{n})"
+            for n in plot_names
+        )
+        lines += ["", f"Plots: {links}."]
+    gate = next((e for e in reversed(events) if e.action == "gate"), None)
+    if gate is not None:
+        lines += ["", f"## Gates (record {gate.seq}, {gate.time[:19]} UTC)", ""]
+        checked = dict(gate.details.get("gates", {}))  # stored with sorted keys: show in order
+        for gname in sorted(checked, key=lambda n: GATES.index(n) if n in GATES else len(GATES)):
+            g = checked[gname]
+            mark = "pass" if g.get("ok") else "**FAIL**"
+            lines.append(f"- {mark} `{gname}`: {_cell(g.get('detail', ''))}")
     lines += ["", "## Known limitations", ""]
     lines += [f"- {item}" for item in limitations]
     if small:
@@ -106,21 +141,19 @@ def render_card(
         lines.append(f"- **Measured:** worse than the reference on: {', '.join(regress)}.")
     lines += ["", "## Approvals", ""]
     if approvals:
-        lines += ["| time (UTC) | by | decision | reason |", "|---|---|---|---|"]
-        lines += [
-            f"| {e.time[:19]} | {_cell(e.actor)} | {e.action} | "
-            f"{_cell(e.details.get('reason', ''))} |"
-            for e in approvals
-        ]
+        for e in approvals:
+            reason = _cell(e.details.get("reason", ""))
+            lines.append(f"- {e.time[:19]} UTC · **{_cell(e.actor)}** · {e.action}: {reason}")
     else:
         lines.append("None yet.")
-    lines += ["", "## History (audit trail)", "", "| seq | time (UTC) | actor | action | outcome |"]
-    lines.append("|---:|---|---|---|---|")
+    lines += ["", "## History (audit trail)", "", "```text"]
+    lines.append(f"{'seq':>5}  {'time (UTC)':<19}  {'action':<16} {'actor':<20} outcome")
     lines += [
-        f"| {e.seq} | {e.time[:19]} | {_cell(e.actor)} | {e.action} | "
-        f"{_cell(e.details.get('outcome', e.details.get('reason', '')))} |"
+        f"{e.seq:>5}  {e.time[:19]:<19}  {e.action:<16} {_plain(e.actor)[:20]:<20} "
+        f"{_plain(str(e.details.get('outcome', e.details.get('reason', ''))))[:60]}"
         for e in events
     ]
+    lines.append("```")
     lines += [
         "",
         "## Lineage",
@@ -133,6 +166,11 @@ def render_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def _plain(value: str) -> str:
+    """Text safe inside a fenced block: one line, no fence."""
+    return value.replace("\n", " ").replace("\r", " ").replace("```", "'''")
 
 
 def _pending_status(tags: Mapping[str, str]) -> str:

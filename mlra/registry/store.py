@@ -753,6 +753,7 @@ class Registry:
         if limitations is None:
             limitations = tuple(registered.get("limitations") or DEFAULT_LIMITATIONS)
         vs = state.version(str(mv.version))
+        run_link, plots = self._run_links(tags.get("mlra.run_id"))
         card = render_card(
             model=self.model,
             version=str(mv.version),
@@ -767,9 +768,29 @@ class Registry:
             ],
             intended_use=intended_use,
             limitations=tuple(limitations),
+            run_link=run_link,
+            plot_names=plots,
         )
         self.client.update_model_version(self.model, str(mv.version), description=card)
         return card
+
+    def _run_links(self, run_id: str | None) -> tuple[str | None, list[str]]:
+        """The MLflow UI address of a run (relative to the UI, as the card links it) and the
+        names of its evaluation plots."""
+        if not run_id:
+            return None, []
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(run_id)
+            plots = [
+                Path(f.path).name
+                for f in self.client.list_artifacts(run_id, "evaluation/plots")
+                if f.path.endswith(".png")
+            ]
+        except MlflowException:
+            return None, []
+        return f"#/experiments/{run.info.experiment_id}/runs/{run_id}", sorted(plots)
 
 
 # ---------------------------------------------------------------------------------------------
