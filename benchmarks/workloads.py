@@ -227,7 +227,7 @@ def mlra_epochs(
 ) -> None:
     """mlra's training path: tokenised once, length-bucketed batches (mlra.training's sampler and
     collate), the frozen-prefix cache when the adapter sits in upper layers."""
-    from mlra.training import BucketBatchSampler, _Collate
+    from mlra.training.data import BucketBatchSampler, _Collate
 
     ids = tok(list(texts), truncation=True, max_length=s.max_length)["input_ids"]
     collate = _Collate(int(tok.pad_token_id or 0))

@@ -24,6 +24,7 @@ from typing import Any, Final, TypeVar
 
 import yaml
 
+from mlra.adapter_spec import AdapterSpec
 from mlra.errors import ConfigError
 
 __all__ = [
@@ -319,10 +320,7 @@ class TrainParams:
     adapter_name: str
     seed: int
     deterministic: bool
-    rank: int
-    alpha: float
-    targets: tuple[str, ...]
-    dropout: float
+    adapter: AdapterSpec  # rank, alpha, targets, exclude, dropout, init, rslora
     pooling: str
     max_length: int
     rows_per_domain: int
@@ -356,7 +354,7 @@ class TrainParams:
             _require(bool(getattr(self, name).strip()), f"train.{name}", getattr(self, name), "set")
         _require("." not in self.adapter_name, "train.adapter_name", self.adapter_name,
                  "a name without '.'")  # fmt: skip
-        for name in ("rank", "max_length", "batch_size", "accumulate_grad_batches", "max_epochs",
+        for name in ("max_length", "batch_size", "accumulate_grad_batches", "max_epochs",
                      "checkpoint_every_steps", "log_every_steps", "devices"):  # fmt: skip
             _require(getattr(self, name) >= 1, f"train.{name}", getattr(self, name), ">= 1")
         for name in ("rows_per_domain", "val_rows_per_domain", "source_rows", "val_every_steps",
@@ -366,9 +364,6 @@ class TrainParams:
             )
         _require(self.max_steps == -1 or self.max_steps >= 1, "train.max_steps", self.max_steps,
                  ">= 1, or -1 (max_epochs decides)")  # fmt: skip
-        _require(self.alpha > 0, "train.alpha", self.alpha, "> 0")
-        _require(len(self.targets) > 0, "train.targets", list(self.targets), "a non-empty list")
-        _require(0 <= self.dropout < 1, "train.dropout", self.dropout, "in [0, 1)")
         _require(self.pooling in ("mean", "cls"), "train.pooling", self.pooling, "mean or cls")
         for name in ("lr", "head_lr"):
             _require(getattr(self, name) > 0, f"train.{name}", getattr(self, name), "> 0")
@@ -488,6 +483,16 @@ def _build(cls: type[T], raw: object, key: str) -> T:
 
 def _convert(tp: Any, value: object, key: str) -> object:
     """Check ``value`` against the annotation ``tp`` and convert it (list → tuple, int → float)."""
+    if tp is AdapterSpec:  # its own checks name the field; targets may be a list or a regex
+        if not isinstance(value, Mapping):
+            raise ConfigError(
+                f"params: {key} must be a mapping of AdapterSpec fields, got {value!r}"
+            )
+        raw = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+        try:
+            return AdapterSpec.from_dict(raw)
+        except ConfigError as exc:
+            raise ConfigError(f"params: {key}: {exc}") from None
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         return _build(tp, value, key)
     origin = typing.get_origin(tp)

@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import torch
 
+from mlra.candidate import ADAPTER_DIR, load_base_head
 from mlra.data.splits import cap_per_domain
-from mlra.errors import ConfigError, IntegrityError
+from mlra.errors import ConfigError
 from mlra.metrics import Scores, confusion, scores
 
 if TYPE_CHECKING:
@@ -118,26 +119,6 @@ def _champion_ref(folder: Path, sha256: str) -> dict[str, Any]:
     except (OSError, ValueError):
         pass
     return {"version": version, "adapter_sha256": sha256}
-
-
-def _load_base_head(
-    candidate_dir: Path, expected_sha256: str, hidden: int, n: int
-) -> torch.nn.Linear:
-    import safetensors.torch
-
-    from mlra._hashing import sha256_hex
-    from mlra.training import BASE_HEAD_FILE
-
-    path = candidate_dir / BASE_HEAD_FILE
-    try:
-        blob = path.read_bytes()
-    except OSError as exc:
-        raise IntegrityError(f"the base head {path} cannot be read: {exc}") from exc
-    if sha256_hex(blob) != expected_sha256:
-        raise IntegrityError(f"{path} does not match the sha256 the adapter's manifest records")
-    head = torch.nn.Linear(hidden, n)
-    head.load_state_dict(safetensors.torch.load(blob))
-    return head
 
 
 def _predict_all(
@@ -234,7 +215,6 @@ def evaluate(
     import mlra
     from mlra.classifier import SentenceClassifier
     from mlra.data.splits import load_split
-    from mlra.training import ADAPTER_DIR
 
     candidate = Path(candidate_dir)
     manifest = mlra.inspect_adapter(candidate / ADAPTER_DIR)
@@ -253,7 +233,7 @@ def evaluate(
         model = SentenceClassifier(encoder, len(labels), pooling=str(meta.get("pooling", "mean")))
     hidden = int(model.head.in_features)
     heads: dict[str, tuple[str | None, torch.nn.Linear]] = {
-        "base": (None, _load_base_head(candidate, meta["base_head"]["sha256"], hidden, len(labels)))
+        "base": (None, load_base_head(candidate, meta["base_head"]["sha256"], hidden, len(labels)))
     }
     mlra.load_adapter(model, candidate / ADAPTER_DIR, name="candidate")
     heads["candidate"] = ("candidate", copy.deepcopy(model.head))

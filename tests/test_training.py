@@ -71,10 +71,6 @@ def tiny_train_params(**overrides: Any) -> Any:
         adapter_name="tiny",
         seed=0,
         deterministic=True,
-        rank=4,
-        alpha=8.0,
-        targets=("query", "value"),
-        dropout=0.0,
         pooling="mean",
         max_length=24,
         rows_per_domain=0,
@@ -99,6 +95,11 @@ def tiny_train_params(**overrides: Any) -> Any:
         precision="32-true",
         experiment="tiny",
     )
+    from mlra import AdapterSpec
+
+    spec = {"rank": 4, "alpha": 8.0, "targets": ("query", "value"), "dropout": 0.0}
+    spec |= {k: overrides.pop(k) for k in list(overrides) if k in AdapterSpec.__dataclass_fields__}
+    values["adapter"] = AdapterSpec(**spec)
     values.update(overrides)
     return TrainParams(**values)
 
@@ -359,7 +360,7 @@ def test_ddp_on_two_cpu_processes_produces_a_valid_adapter(tmp_path: Path) -> No
 def test_mlflow_logger_records_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from mlflow import MlflowClient
 
-    from mlra.training import _mlflow_logger
+    from mlra.training.job import _mlflow_logger
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
