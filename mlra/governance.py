@@ -58,6 +58,7 @@ LINEAGE_KEYS: Final = (
     "parent_version",
     "mlra_version",
     "run_id",
+    "training_run_id",
 )
 
 

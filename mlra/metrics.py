@@ -11,11 +11,12 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from mlra.errors import ConfigError
+
+if TYPE_CHECKING:  # torch is imported by the functions that score (the registry reads JSON)
+    import torch
 
 __all__ = ["EvaluationMetrics", "Scores", "SliceScores", "confusion", "scores"]
 
@@ -40,6 +41,8 @@ def confusion(y_true: torch.Tensor, y_pred: torch.Tensor, n: int) -> torch.Tenso
     """``[n, n]`` counts: row = true class, column = predicted class."""
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true {tuple(y_true.shape)} and y_pred {tuple(y_pred.shape)} differ")
+    import torch
+
     return torch.bincount(y_true * n + y_pred, minlength=n * n).reshape(n, n)
 
 

@@ -634,6 +634,7 @@ def status(registry: Registry) -> dict[str, Any]:
             "path": registry.trail_location,
             "intact": not findings,
             "records": records,
+            "exists": registry.trail.exists(),
             "findings": [str(f) for f in findings],
             "reason": "; ".join(str(f) for f in findings) or None,
         },

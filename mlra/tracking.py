@@ -91,7 +91,18 @@ def log_candidate_run(
             client.log_batch(
                 run_id, params=items[start : start + 100], metrics=scores[start : start + 100]
             )
-        client.log_batch(run_id, tags=[RunTag("mlra.params_hash", params_hash)])
+        overall = evaluation.overall
+        reference = "champion" if overall.champion is not None else "base model"
+        note = (
+            f"Candidate adapter `{manifest.sha256[:12]}` ({manifest.name}): overall macro-F1 "
+            f"{float(overall.candidate['macro_f1']):.3f} against the {reference}'s "
+            f"{float(overall.reference()['macro_f1']):.3f}. Registered by mlra; the model "
+            "version's description is its model card."
+        )
+        client.log_batch(
+            run_id,
+            tags=[RunTag("mlra.params_hash", params_hash), RunTag("mlflow.note.content", note)],
+        )
         inputs = [
             DatasetInput(
                 _meta_dataset(ref)._to_mlflow_entity(),
@@ -146,7 +157,8 @@ def _metric_items(metrics: EvaluationMetrics) -> dict[str, float]:
         ):
             for key in ("accuracy", "macro_f1"):
                 if scores is not None:
-                    out[_METRIC_KEY.sub("_", f"{name}.{who}.{key}")] = float(scores[key])
+                    key_name = _METRIC_KEY.sub("_", f"{name}.{who}.{key}")
+                    out[key_name] = round(float(scores[key]), 4)  # as people read them
     return out
 
 

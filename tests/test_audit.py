@@ -208,10 +208,15 @@ def test_cli_verify_and_show(tmp_path: Path) -> None:
     trail.append("pipeline", "promotion", {"model": "m", "version": 4})
 
     def mlra(*args: str) -> subprocess.CompletedProcess[str]:
+        import os
+
+        # a store of its own (none yet): other tests' models must not be checked against it
+        store = f"sqlite:///{tmp_path / 'mlruns.db'}"
         return subprocess.run(
             [sys.executable, "-m", "mlra.cli", "audit", *args, "--path", str(path)],
             capture_output=True,
             text=True,
+            env={**os.environ, "MLFLOW_TRACKING_URI": store},
         )
 
     ok = mlra("verify", "--json")

@@ -233,3 +233,19 @@ def test_dataset_ref_takes_the_hash_from_dvc_lock(tmp_path: Path) -> None:
         assert ref.digest == "6ed5a3e2ef4d8ebf72b7a4c41c04ce5a" or len(ref.digest) == 32
     finally:
         os.chdir(here)
+
+
+def test_the_card_fits_mlflows_description_column(store: dict[str, Any], tmp_path: Path) -> None:
+    """A PostgreSQL-backed store keeps at most 5,000 characters of a description: a long history
+    keeps its newest rows, and the card still says where the rest is."""
+    from mlra.promotion import run_gates
+    from mlra.registry.card import MAX_DESCRIPTION
+
+    registry = make_registry(store)
+    register(registry, tmp_path, 0.55)
+    for _ in range(40):
+        run_gates(registry, "1", policy())
+    card = registry.version(1).description
+    assert len(card) <= MAX_DESCRIPTION
+    assert "`mlra audit show --version 1` lists all" in card
+    assert "## Metrics per slice" in card and "## Gates" in card

@@ -38,6 +38,7 @@ def test_status_reports_aliases_waiting_versions_and_the_trail(
         "path": str(store["trail"]),
         "intact": True,
         "records": len(registry.trail.records()),
+        "exists": True,
         "findings": [],
         "reason": None,
     }

@@ -260,7 +260,7 @@ def _validate(args: argparse.Namespace) -> int:
             table.add_row(o.check, o.name, verdict, brief(o.observed))
         console.print(table)
         console.print(f"drift: {report.drift_status}")
-        console.print(f"report: {out / 'report.json'}")
+        console.print(f"report: {out / 'report.html'} (and report.json)")
         if report.data_docs:
             console.print(f"data docs: {report.data_docs}")
         console.print(f"{report.duration_s:.1f} s")

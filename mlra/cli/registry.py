@@ -387,7 +387,11 @@ def _status(args: argparse.Namespace) -> int:
             "audit trail",
             f"{audit['path']}: "
             + (
-                f"intact, {audit['records']} records; the registry agrees with it"
+                (
+                    f"intact, {audit['records']} records; the registry agrees with it"
+                    if audit["exists"]
+                    else "not created yet (nothing recorded)"
+                )
                 if audit["intact"]
                 else f"{len(audit['findings'])} disagreements with the registry (below)"
             ),

@@ -160,9 +160,13 @@ def _train(args: argparse.Namespace) -> int:
         f"trained {meta['steps']} steps on {meta['rows']['train']:,} rows in {seconds:.0f} s "
         f"(base head {result.seconds['base_head']:.0f} s, training {result.seconds['train']:.0f} s)"
         f"{'; resumed from ' + result.resumed_from if result.resumed_from else ''}\n"
-        f"validation: macro-F1 {val.get('val_macro_f1', float('nan')):.3f}, "
-        f"accuracy {val.get('val_accuracy', float('nan')):.3f}\n"
-        f"adapter → {result.adapter_dir} (sha256 {result.adapter_sha256[:12]}…)"
+        + (
+            f"validation: macro-F1 {val['val_macro_f1']:.3f}, "
+            f"accuracy {val.get('val_accuracy', float('nan')):.3f}\n"
+            if "val_macro_f1" in val
+            else "validation: none ran (train.max_steps ended the run before one)\n"
+        )
+        + f"adapter → {result.adapter_dir} (sha256 {result.adapter_sha256[:12]}…)"
     )
     if args.json:
         summary = {"adapter": str(result.adapter_dir), "sha256": result.adapter_sha256,

@@ -51,6 +51,7 @@ def render_card(
     min_support: int = 50,
     run_link: str | None = None,
     plot_names: Sequence[str] = (),
+    training_link: str | None = None,
 ) -> str:
     """The model card in Markdown: intended use, base model, data and its validation, metrics per
     slice against the champion (a fixed-width table: MLflow's UI draws Markdown tables without
@@ -88,7 +89,13 @@ def render_card(
         f"- data (DVC hash): `{t.get('mlra.data_hash', '?')}`",
         f"- validation gate: **{t.get('mlra.validation', '?')}** (report: run artifact "
         "`validation/`)",
-        f"- params hash: `{t.get('mlra.params_hash', '?')}`",
+        f"- params hash (data and train sections): `{t.get('mlra.params_hash', '?')}`",
+        (
+            f"- trained in run [{t.get('mlra.training_run_id', '')[:12]}]({training_link}) "
+            "(loss and validation curves)"
+            if training_link
+            else f"- training run: `{t.get('mlra.training_run_id', 'none')}`"
+        ),
         f"- code: `{t.get('mlra.git_commit', '?')}`",
         "",
         f"## Metrics per slice (macro-F1) against the {against}",
@@ -146,26 +153,49 @@ def render_card(
             lines.append(f"- {e.time[:19]} UTC · **{_cell(e.actor)}** · {e.action}: {reason}")
     else:
         lines.append("None yet.")
-    lines += ["", "## History (audit trail)", "", "```text"]
-    lines.append(f"{'seq':>5}  {'time (UTC)':<19}  {'action':<16} {'actor':<20} outcome")
-    lines += [
-        f"{e.seq:>5}  {e.time[:19]:<19}  {e.action:<16} {_plain(e.actor)[:20]:<20} "
-        f"{_plain(str(e.details.get('outcome', e.details.get('reason', ''))))[:60]}"
-        for e in events
-    ]
-    lines.append("```")
-    lines += [
+    body = "\n".join(lines)
+    # MLflow keeps at most MAX_DESCRIPTION characters of a description (a VARCHAR on PostgreSQL):
+    # the history keeps its newest rows and the lineage (also the version's tags) goes first
+    lineage = [
         "",
-        "## Lineage",
+        "## Lineage (also the version's tags)",
         "",
         *[
             f"- `{k}`: `{_cell(v)}`"
             for k, v in sorted(t.items())
-            if k.startswith("mlra.") and not k.endswith("_reason")  # reasons: see Approvals
+            if k.startswith("mlra.")
+            and not k.startswith("mlra.audit.")
+            and not k.endswith("_reason")
         ],
         "",
-    ]
-    return "\n".join(lines)
+    ]  # fmt: skip
+    for keep in (len(events), 12, 6, 3):
+        shown = events[-keep:] if keep else []
+        history = ["", "## History (audit trail)", ""]
+        if len(shown) < len(events):
+            history.append(f"The newest {len(shown)} of {len(events)} records (`mlra audit show "
+                           f"--version {version}` lists all).")  # fmt: skip
+        history += [
+            "",
+            "```text",
+            f"{'seq':>5}  {'time (UTC)':<19}  {'action':<16} {'actor':<20} outcome",
+        ]
+        history += [
+            f"{e.seq:>5}  {e.time[:19]:<19}  {e.action:<16} {_plain(e.actor)[:20]:<20} "
+            f"{_plain(str(e.details.get('outcome', e.details.get('reason', ''))))[:60]}"
+            for e in shown
+        ]
+        history.append("```")
+        for extra in (lineage, []):
+            card = "\n".join([body, *history, *extra])
+            if len(card) <= MAX_DESCRIPTION:
+                return card
+    cut = MAX_DESCRIPTION - len(_CUT)
+    return card[:cut] + _CUT
+
+
+MAX_DESCRIPTION: Final = 5000
+_CUT: Final = "\n\n… (cut to the 5,000 characters MLflow keeps of a description)\n"
 
 
 def _plain(value: str) -> str:

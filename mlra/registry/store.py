@@ -649,7 +649,8 @@ class Registry:
         if not isinstance(passed, bool):
             raise ConfigError(f"the validation report needs a boolean 'passed', got {passed!r}")
         plain_params = redact(dict(params))
-        p_hash = params_hash(plain_params)
+        # one params hash everywhere: the training's (data + train sections, in the manifest)
+        p_hash = str(manifest.metadata.get("params_hash") or params_hash(plain_params))
         data_hash = _data_hash(datasets)
         metrics_blob = json.dumps(evaluation.raw, indent=2, sort_keys=True).encode()
         _check_champion_ref(evaluation, self.state() if self.exists() else None)  # fail early
@@ -694,6 +695,7 @@ class Registry:
                 "mlra.parent_version": parent or "none",
                 "mlra.mlra_version": __version__,
                 "mlra.run_id": run_id,
+                "mlra.training_run_id": str(manifest.metadata.get("mlflow_run_id") or "none"),
             }
             tags = {k: str(redact(v)) for k, v in tags.items()}
             mv = client.create_model_version(
@@ -754,6 +756,8 @@ class Registry:
             limitations = tuple(registered.get("limitations") or DEFAULT_LIMITATIONS)
         vs = state.version(str(mv.version))
         run_link, plots = self._run_links(tags.get("mlra.run_id"))
+        training = tags.get("mlra.training_run_id")
+        training_link = self._run_links(training)[0] if training and training != "none" else None
         card = render_card(
             model=self.model,
             version=str(mv.version),
@@ -770,6 +774,7 @@ class Registry:
             limitations=tuple(limitations),
             run_link=run_link,
             plot_names=plots,
+            training_link=training_link,
         )
         self.client.update_model_version(self.model, str(mv.version), description=card)
         return card

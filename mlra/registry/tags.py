@@ -40,6 +40,7 @@ LINEAGE_TAGS: Final = {
     "mlra.parent_version": "the champion it was evaluated against (`none`: the base model)",
     "mlra.mlra_version": "version of mlra that registered it",
     "mlra.run_id": "the MLflow run that logged it",
+    "mlra.training_run_id": "the MLflow run that trained it (loss curves), or `none`",
     "mlra.audit.registration": "`seq:sha256` of its registration record in the audit trail",
 }
 TRAIL_TAG: Final = "mlra.audit.trail"  # on the registered model: where its trail lives
