@@ -188,16 +188,11 @@ def _run(
             "slice": sl.name + (" (few rows in a class)" if sl.noisy else ""),
             "rows": sl.scores["candidate"].support,
             **{f"{m} macro-F1": round(sl.scores[m].macro_f1, 3) for m in evaluation.models},
-            "Δ vs base": round(sl.scores["candidate"].macro_f1 - sl.scores["base"].macro_f1, 3),
-            **(
-                {
-                    "Δ vs champion": round(
-                        sl.scores["candidate"].macro_f1 - sl.scores["champion"].macro_f1, 3
-                    )
-                }
-                if "champion" in sl.scores
-                else {}
-            ),
+            **{
+                f"Δ vs {m}": round(d, 3)
+                for m in ("base", "champion")
+                if (d := sl.delta(m)) is not None
+            },
         }
         for sl in evaluation.slices.values()
     ]

@@ -24,8 +24,8 @@ from typing import Any, Final, TypeVar
 
 import yaml
 
-from mlra.adapter_spec import AdapterSpec
 from mlra.errors import ConfigError
+from mlra.spec import AdapterSpec
 
 __all__ = [
     "DataParams",

@@ -63,6 +63,12 @@ class SliceResult:
     class_rows: dict[str, int]
     noisy: bool
 
+    def delta(self, against: str) -> float | None:
+        """The candidate's macro-F1 minus ``against``'s (None: that model did not run)."""
+        if against not in self.scores:
+            return None
+        return self.scores["candidate"].macro_f1 - self.scores[against].macro_f1
+
 
 @dataclass(frozen=True)
 class EvaluationResult:
@@ -82,10 +88,9 @@ class EvaluationResult:
         def row(sl: SliceResult) -> dict[str, Any]:
             out: dict[str, Any] = {m: sl.scores[m].to_dict() if m in sl.scores else None
                                    for m in MODELS}  # fmt: skip
-            cand, base = sl.scores["candidate"], sl.scores["base"]
-            out["delta_macro_f1_vs_base"] = cand.macro_f1 - base.macro_f1
+            out["delta_macro_f1_vs_base"] = sl.delta("base")
             if "champion" in sl.scores:
-                out["delta_macro_f1_vs_champion"] = cand.macro_f1 - sl.scores["champion"].macro_f1
+                out["delta_macro_f1_vs_champion"] = sl.delta("champion")
             out["noisy"] = sl.noisy
             out["class_rows"] = dict(sl.class_rows)
             return out
@@ -302,9 +307,7 @@ def comparison_table(result: EvaluationResult) -> str:
         s = sl.scores
         cells = [sl.name + (" †" if sl.noisy else ""), str(s["candidate"].support)]
         cells += [f"{s[m].accuracy:.3f}" for m in models] + [f"{s[m].macro_f1:.3f}" for m in models]
-        cells.append(f"{s['candidate'].macro_f1 - s['base'].macro_f1:+.3f}")
-        if "champion" in models:
-            cells.append(f"{s['candidate'].macro_f1 - s['champion'].macro_f1:+.3f}")
+        cells += [f"{sl.delta(m):+.3f}" for m in ("base", "champion") if m in models]
         lines.append("| " + " | ".join(cells) + " |")
     noisy = result.info.get("noisy_class_rows")
     lines += [

@@ -24,6 +24,7 @@ Every mutation holds the registry's lock, so two promotions at once run one afte
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -564,6 +565,11 @@ def _require_consistent(registry: Registry, doing: str) -> None:
     evidence for a person to look at (`mlra audit verify`), and `mlra repair` clears it."""
     registry.state()  # a trail that does not verify raises its own IntegrityError first
     findings = registry.reconcile()
+    for wait in (0.5, 1.0, 2.0):  # a writer on another machine may be mid-projection
+        if not findings:
+            break
+        time.sleep(wait)
+        findings = registry.reconcile()
     if findings:
         shown = "; ".join(str(f) for f in findings[:3])
         more = f" (and {len(findings) - 3} more)" if len(findings) > 3 else ""

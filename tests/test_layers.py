@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
         "mlra.redact",
         "mlra.config",
         "mlra.lineage",
-        "mlra.adapter_spec",
+        "mlra.spec",
         "mlra.adapters",
         "mlra.artifact",
         "mlra.signing",

@@ -208,7 +208,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         s = sl.scores
         cells: list[Any] = [sl.name + (" †" if sl.noisy else ""), f"{s['candidate'].support:,}"]
         cells += [f"{s[m].macro_f1:.3f} ({s[m].accuracy:.2f})" for m in result.models]
-        cells.append(f"{s['candidate'].macro_f1 - s['base'].macro_f1:+.3f}")
+        cells.append(f"{sl.delta('base'):+.3f}")
         table.add_row(*cells)
     console = Console(stderr=args.json)  # --json: stdout holds only the JSON
     console.print(table)

@@ -173,7 +173,8 @@ class Registry:
     @property
     def lock_path(self) -> Path:
         """The file lock that serialises mutations: next to a SQLite or file store (so every
-        process on that store shares it), else in the project folder (one machine only)."""
+        process on that store shares it), else one per store on this machine (every checkout and
+        process here shares it; other machines do not see it)."""
         uri = self.tracking_uri
         if uri.startswith("sqlite:///"):
             db = Path(uri.removeprefix("sqlite:///"))
@@ -181,9 +182,8 @@ class Registry:
         if uri.startswith("file://") or "://" not in uri:
             folder = Path(uri.removeprefix("file://"))
             return folder / ".mlra.lock"
-        from mlra._env import project_dir
-
-        return project_dir() / "registry.lock"
+        digest = hashlib.sha256(self.location.encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / "mlra-locks" / f"registry-{digest}.lock"
 
     @property
     def lock_is_shared(self) -> bool:
