@@ -290,12 +290,24 @@ def test_recomputed_hashes_after_editing_weights_fail_the_signature(
         manifest = json.loads((stored / "manifest.json").read_text())
         manifest["files"]["adapter_model.safetensors"] = hashlib.sha256(blob).hexdigest()
         (stored / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        with pytest.raises(IntegrityError, match="version 1"):
-            registry.fetch("1", project["home"] / "fetched")
-        from mlra.signing import verify_artifact
+        edited = r"manifest\.json was changed after it was written"
+        with pytest.raises(IntegrityError, match=edited):
+            registry.fetch("1", project["home"] / "fetched")  # the manifest hashes itself too
 
+        # a careful attacker re-saves a whole consistent artifact (mlra.save_adapter) and keeps
+        # the old signature.json: the registration record's sha256 and the signature refuse it
+        from mlra.signing import verify_artifact
+        from tests.registry_helpers import tiny_adapter
+
+        signature = (backup / "signature.json").read_bytes()
+        shutil.rmtree(stored)
+        tiny_adapter(stored, seed=99)
+        (stored / "signature.json").write_bytes(signature)
+        changed = r"registration record .* the artifact store changed"
+        with pytest.raises(IntegrityError, match=changed):
+            registry.fetch("1", project["home"] / "fetched2")
         trusted = registry.state().versions["1"].details["signature"]
-        with pytest.raises(IntegrityError):
+        with pytest.raises(IntegrityError, match="signature"):
             verify_artifact(stored, {trusted["identity"]: trusted["public_key"]})
     finally:
         shutil.rmtree(stored)
