@@ -321,9 +321,10 @@ class SqlTrail:
             return
         try:
             self._meta.create_all(self._engine)
-        except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
+        except (sa.exc.IntegrityError, sa.exc.ProgrammingError, sa.exc.OperationalError):
             # another process created the table at the same moment (PostgreSQL reports the race
-            # as a duplicate type or table); it exists now, and anything else raises again here
+            # as a duplicate type or table, SQLite as "table already exists"); it exists now,
+            # and anything else raises again here
             self._meta.create_all(self._engine)
         self._created = True
 
@@ -341,9 +342,9 @@ class SqlTrail:
     ) -> AuditRecord:
         import sqlalchemy as sa
 
-        self._create()
         for attempt in range(100):
             try:
+                self._create()  # on first write; a busy or racing database retries below
                 with self._engine.begin() as conn:  # rolls back on any exception
                     row = conn.execute(
                         sa.select(self._table.c.seq, self._table.c.hash)
