@@ -42,6 +42,7 @@ class Settings:
     infer_rounds: int = 5
     route_rounds: int = 3
     artifact_rounds: int = 5
+    cli_rounds: int = 3  # whole `mlra` processes per command
     gpu_steps: int = 30
     lr: float = 1e-3  # adapters (params.yaml train.lr)
     head_lr: float = 3e-3
@@ -59,6 +60,7 @@ QUICK = Settings(
     infer_rounds=1,
     route_rounds=1,
     artifact_rounds=1,
+    cli_rounds=1,
     gpu_steps=5,
 )
 

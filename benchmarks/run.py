@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from benchmarks import accuracy, artifact, epoch, gpu, inference, memory, route, steps
+from benchmarks import accuracy, artifact, cli, epoch, gpu, inference, memory, route, steps
 from benchmarks.harness import (
     QUICK,
     RESULTS,
@@ -46,7 +46,7 @@ from benchmarks.targets import targets_table
 from benchmarks.workloads import Context, Data
 
 _BUILT_IN = tuple(
-    m.SECTION for m in (steps, epoch, accuracy, memory, inference, route, artifact, gpu)
+    m.SECTION for m in (steps, epoch, accuracy, memory, inference, route, artifact, gpu, cli)
 )
 
 
