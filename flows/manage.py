@@ -13,6 +13,7 @@ from flows import tasks
 from flows.retrain import retrain
 from mlra import steps
 from mlra.config import load_params
+from mlra.governance import version_label
 
 __all__ = ["promote_flow", "retrain_if_due", "rollback_flow"]
 
@@ -23,7 +24,8 @@ def promote_flow(version: str, by: str, params: str = "params.yaml") -> dict[str
     automatic (``mlra approve`` records one). Refusals end the run Failed, naming the gate."""
     p = load_params(params)
     move = tasks.with_retries(tasks.promote_version, p)(p, version, by)
-    text = f"v{move.version} is champion (was {_v(move.previous)}; approved by {move.approver})"
+    was = version_label(move.previous)
+    text = f"v{move.version} is champion (was {was}; approved by {move.approver})"
     create_markdown_artifact(markdown=f"# mlra promote\n\n{text}\n", key="mlra-promotion")
     return {"champion": move.version, "previous": move.previous, "approver": move.approver}
 
@@ -58,7 +60,3 @@ def retrain_if_due(
         return {"due": False, "new_rows": check.new_rows}
     result = retrain(params=params, inbox=str(inbox_dir), simulate=False, actor=actor)
     return {"due": True, "new_rows": check.new_rows, "retrain": result}
-
-
-def _v(version: str | None) -> str:
-    return f"v{version}" if version else "none"

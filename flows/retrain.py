@@ -41,6 +41,7 @@ from mlra import steps
 from mlra.config import Params, load_params
 from mlra.data.ingest import pending
 from mlra.errors import PromotionRefused
+from mlra.governance import version_label
 
 __all__ = [
     "Approval",
@@ -358,7 +359,10 @@ def summary_markdown(s: RetrainSummary) -> str:
     lines += [f"  - failed: {name}" for name in s.validation_failed]
     if s.version or s.overall:
         lines += ["", "## Model", ""]
-        lines.append(f"- champion before: {_v(s.champion_before)}; after: {_v(s.champion_after)}")
+        lines.append(
+            f"- champion before: {version_label(s.champion_before)}; "
+            f"after: {version_label(s.champion_after)}"
+        )
         if s.overall:
             lines.append(
                 "- overall target-domain macro-F1: "
@@ -387,7 +391,3 @@ def mlflow_link(tracking_uri: str | None, model: str | None, version: str) -> st
     if tracking_uri and tracking_uri.startswith(("http://", "https://")):
         return f"{tracking_uri.rstrip('/')}/{page}"
     return f"http://127.0.0.1:5000/{page} (`mlra ui` serves it, on {tracking_uri})"
-
-
-def _v(version: str | None) -> str:
-    return f"v{version}" if version else "none"

@@ -32,6 +32,7 @@ __all__ = [
     "project_tags",
     "reconcile",
     "replay",
+    "version_label",
 ]
 
 CHAMPION: Final = "champion"
@@ -277,7 +278,9 @@ def reconcile(
                 if alias == CHAMPION and state.champion_record is not None
                 else "its records"
             )
-            message = f"points at {_v(have)}, but the trail ({why}) says {_v(want)}"
+            message = (
+                f"points at {version_label(have)}, but the trail ({why}) says {version_label(want)}"
+            )
             findings.append(Finding("alias", alias, message))
     for v, version in live.items():
         vs = state.version(v)
@@ -318,7 +321,8 @@ def reconcile(
     return findings
 
 
-def _v(version: str | None) -> str:
+def version_label(version: str | None) -> str:
+    """``v3`` for a version, ``none`` for no version (how messages name an alias's target)."""
     return f"v{version}" if version else "none"
 
 

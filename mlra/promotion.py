@@ -41,6 +41,7 @@ from mlra.governance import (
     ModelState,
     VersionState,
     key_identity,
+    version_label,
 )
 from mlra.registry import Registry
 from mlra.registry.store import check_text
@@ -158,7 +159,7 @@ def evaluate_gates(
     if not gate(
         "champion",
         fresh,
-        f"evaluated against {_v(parent) if parent else 'the base model'}"
+        f"evaluated against {version_label(parent) if parent else 'the base model'}"
         + ("" if fresh else f", but the champion is now v{champion}: evaluate it again"),
     ):
         return GateDecision(v, tuple(results))
@@ -645,10 +646,6 @@ def status(registry: Registry) -> dict[str, Any]:
             "reason": "; ".join(str(f) for f in findings) or None,
         },
     }
-
-
-def _v(version: str | None) -> str:
-    return f"v{version}" if version else "none"
 
 
 def load_policy(path: str = "params.yaml") -> PromotionParams:

@@ -137,6 +137,7 @@ def _print_summary(console: Any, s: dict[str, Any], seconds: float) -> None:
     from rich.table import Table
 
     from flows.retrain import mlflow_link
+    from mlra.governance import version_label
 
     if s["slices"]:
         models = [k.removesuffix(" macro-F1") for k in s["slices"][0] if k.endswith("macro-F1")]
@@ -168,7 +169,7 @@ def _print_summary(console: Any, s: dict[str, Any], seconds: float) -> None:
     if s["version"]:
         console.print(
             f"registered: {s['model']} v{s['version']} (run {s['run_id']}); champion "
-            f"{_v(s['champion_before'])} → {_v(s['champion_after'])}; "
+            f"{version_label(s['champion_before'])} → {version_label(s['champion_after'])}; "
             f"{s['steps']} training steps in {s['train_seconds']} s"
         )
     console.print(f"total: {seconds:.0f} s\n\n[bold]where to look[/]")
@@ -190,10 +191,6 @@ def _print_summary(console: Any, s: dict[str, Any], seconds: float) -> None:
             f"\nv{s['version']} waits for a person: `mlra approve {s['version']} --by NAME "
             "--reason TEXT` approves and promotes it"
         )
-
-
-def _v(version: str | None) -> str:
-    return f"v{version}" if version else "none"
 
 
 def _schedule(args: argparse.Namespace) -> int:

@@ -235,6 +235,7 @@ def _answer_paused(args: argparse.Namespace, registry: Registry, approve: bool) 
     """Give the answer to a retrain paused for this version, if one waits (it then records the
     answer and, approved, promotes). True when it did."""
     from flows.approval import resume_paused_run, run_link
+    from mlra.governance import version_label
 
     run_id = resume_paused_run(str(args.version), approve=approve, by=args.by,
                                reason=args.reason, model=registry.model, wait_s=120)  # fmt: skip
@@ -244,11 +245,14 @@ def _answer_paused(args: argparse.Namespace, registry: Registry, approve: bool) 
     state = registry.state()
     known = state.version(str(args.version))
     standing = known.status if known is not None else "unknown"
-    print(f"{registry.model}: champion {_v(state.champion)}; v{args.version}: {standing}")
+    print(
+        f"{registry.model}: champion {version_label(state.champion)}; v{args.version}: {standing}"
+    )
     return True
 
 
 def _approve(args: argparse.Namespace) -> int:
+    from mlra.governance import version_label
     from mlra.promotion import approve, promote
 
     registry = _registry(args)
@@ -264,7 +268,9 @@ def _approve(args: argparse.Namespace) -> int:
     data: dict[str, Any] = {"version": str(args.version), "seq": record.seq, "hash": record.hash}
     if not args.no_promote:
         move = promote(registry, args.version, policy, args.by)
-        print(f"v{move.version} is champion of {registry.model} (was {_v(move.previous)})")
+        print(
+            f"v{move.version} is champion of {registry.model} (was {version_label(move.previous)})"
+        )
         data["champion"] = move.version
     _emit(args, data)
     return 0
@@ -366,6 +372,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from mlra.governance import version_label
     from mlra.promotion import status
 
     info = status(_registry(args))
@@ -378,8 +385,8 @@ def _status(args: argparse.Namespace) -> int:
         ),
         ("experiment", info["experiment"]),
         ("registered model", f"{info['model']} ({info['versions']} versions)"),
-        ("champion", _v(info["champion"])),
-        ("challenger", _v(info["challenger"])),
+        ("champion", version_label(info["champion"])),
+        ("challenger", version_label(info["challenger"])),
         ("awaiting approval", ", ".join(f"v{v}" for v in info["awaiting_approval"]) or "none"),
         *[(f"  v{v}", standing) for v, standing in info["standing"].items()],
         ("last run", f"{last['run_id']} {last['status']} {last['started']}" if last else "none"),
@@ -407,7 +414,3 @@ def _status(args: argparse.Namespace) -> int:
         print(f"  FINDING  {finding}")
     _emit(args, info)
     return 0 if audit["intact"] else 1
-
-
-def _v(version: str | None) -> str:
-    return f"v{version}" if version else "none"

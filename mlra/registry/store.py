@@ -45,6 +45,7 @@ from mlra.governance import (
     project_tags,
     reconcile,
     replay,
+    version_label,
 )
 from mlra.metrics import EvaluationMetrics
 from mlra.registry.tags import (
@@ -574,9 +575,9 @@ class Registry:
             want = state.champion if name == CHAMPION else state.challenger
             if want != found:
                 raise IntegrityError(
-                    f"{name!r} points at v{found}, but the audit trail says {_v(want)}: the "
-                    "alias was moved outside mlra; refusing to serve it (see `mlra audit verify`,"
-                    " `mlra repair`)"
+                    f"{name!r} points at v{found}, but the audit trail says "
+                    f"{version_label(want)}: the alias was moved outside mlra; refusing to serve "
+                    "it (see `mlra audit verify`, `mlra repair`)"
                 )
         return found
 
@@ -636,10 +637,6 @@ def _verify_signature(path: Path, version: object, signature: Any) -> None:
         verify_artifact(path, {str(signature["identity"]): str(signature["public_key"])})
     except IntegrityError as exc:
         raise IntegrityError(f"version {version}: {exc}") from exc
-
-
-def _v(version: str | None) -> str:
-    return f"v{version}" if version else "none"
 
 
 def _absent(exc: Exception) -> bool:
