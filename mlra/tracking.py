@@ -12,6 +12,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+# the run's artifact folder a model version points at: the candidate folder's own name for it
+from mlra.candidate import ADAPTER_DIR
+
 if TYPE_CHECKING:
     import os
 
@@ -23,8 +26,6 @@ if TYPE_CHECKING:
     from mlra.metrics import EvaluationMetrics
 
 __all__ = ["ADAPTER_DIR", "ensure_experiment", "log_candidate_run", "safe_name"]
-
-ADAPTER_DIR = "adapter"  # the run's artifact folder that a model version points at
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from mlra.candidate import ADAPTER_DIR  # the run's artifact folder a model version points at
 from mlra.governance import CHALLENGER, CHAMPION
-from mlra.tracking import ADAPTER_DIR  # the run's artifact folder a model version points at
 
 __all__ = [
     "ADAPTER_DIR",
