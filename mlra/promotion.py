@@ -208,8 +208,7 @@ def run_gates(
     alias (a refused one loses it). Returns the decision; raises nothing for a refusal."""
     actor = check_text("the actor", actor)
     with registry.locked():
-        _require_consistent(registry, f"gating v{version}")
-        state = registry.state()
+        state = _require_consistent(registry, f"gating v{version}")
         decision = evaluate_gates(registry, version, policy, state)
         _record_gate(registry, state, decision, actor, requested=CHALLENGER)
         _project(registry, decision.version)
@@ -284,8 +283,7 @@ def approve(
 
     by, reason = check_text("--by", by), check_text("--reason", reason)
     with registry.locked():
-        _require_consistent(registry, f"approving v{version}")
-        state = registry.state()
+        state = _require_consistent(registry, f"approving v{version}")
         v = str(registry.version(version).version)
         vs = _require_registered(state, v)
         if vs.gate != "passed":
@@ -314,8 +312,7 @@ def reject(registry: Registry, version: str | int, by: str, reason: str) -> Audi
     (a later approval overrides the rejection, and is recorded as such)."""
     by, reason = check_text("--by", by), check_text("--reason", reason)
     with registry.locked():
-        _require_consistent(registry, f"rejecting v{version}")
-        state = registry.state()
+        state = _require_consistent(registry, f"rejecting v{version}")
         v = str(registry.version(version).version)
         vs = _require_registered(state, v)
         if state.champion == v:
@@ -374,8 +371,7 @@ def promote(
     automatic). Raises :class:`PromotionRefused` naming the gate, after recording the refusal."""
     actor = check_text("the actor", actor)
     with registry.locked():
-        _require_consistent(registry, f"promoting v{version}")
-        state = registry.state()
+        state = _require_consistent(registry, f"promoting v{version}")
         v = str(registry.version(version).version)
         previous = state.champion
         if previous == v:
@@ -449,7 +445,7 @@ def rollback(registry: Registry, actor: str, reason: str) -> Transition:
         state = registry.state()
         # an emergency move to the recorded previous champion: allowed when the registry was
         # tampered with (it is where the trail says to go), and the findings are recorded
-        findings = [str(f) for f in registry.reconcile()]
+        findings = [str(f) for f in registry.reconcile(state)]
         current = state.champion
         if current is None:
             raise PromotionRefused("gate 'rollback': there is no champion to roll back")
@@ -488,9 +484,7 @@ def repair(registry: Registry, actor: str, reason: str) -> list[Finding]:
                 "registry from it; " + "; ".join(str(f) for f in found if f.kind == "trail")
             )
         state = registry.state()
-        for alias, want in ((CHAMPION, state.champion), (CHALLENGER, state.challenger)):
-            if registry.alias(alias) != want:
-                registry.set_alias(alias, want)
+        _align_aliases(registry, state, move_champion=True)
         live = {str(mv.version) for mv in registry.versions()}
         for v in sorted(set(state.versions) & live, key=int):
             registry.sync(v, state)
@@ -542,12 +536,8 @@ def _project(registry: Registry, *versions: str) -> None:
 
     try:
         state = registry.state()
-        for alias, want in ((CHALLENGER, state.challenger), (CHAMPION, state.champion)):
-            have = registry.alias(alias)
-            if have == want:
-                continue
-            if want is None or alias == CHALLENGER:  # champion moves in _move_champion
-                registry.set_alias(alias, want)
+        # champion moves only in _move_champion (recorded first, then read back)
+        _align_aliases(registry, state, move_champion=False)
         for v in dict.fromkeys(versions):
             registry.sync(v, state)
     except MlflowException as exc:
@@ -561,16 +551,29 @@ def _project(registry: Registry, *versions: str) -> None:
         ) from exc
 
 
-def _require_consistent(registry: Registry, doing: str) -> None:
+def _align_aliases(registry: Registry, state: ModelState, *, move_champion: bool) -> None:
+    """Point ``challenger`` (and ``champion`` with ``move_champion``; else only its removal)
+    where the trail's state says."""
+    for alias, want in ((CHALLENGER, state.challenger), (CHAMPION, state.champion)):
+        if registry.alias(alias) == want:
+            continue
+        if want is None or alias == CHALLENGER or move_champion:
+            registry.set_alias(alias, want)
+
+
+def _require_consistent(registry: Registry, doing: str) -> ModelState:
     """No decision is taken while the registry disagrees with the trail: the disagreement is
-    evidence for a person to look at (`mlra audit verify`), and `mlra repair` clears it."""
-    registry.state()  # a trail that does not verify raises its own IntegrityError first
-    findings = registry.reconcile()
+    evidence for a person to look at (`mlra audit verify`), and `mlra repair` clears it.
+    Returns the trail's state the check passed on (a trail that does not verify raises its own
+    IntegrityError)."""
+    state = registry.state()
+    findings = registry.reconcile(state)
     for wait in (0.5, 1.0, 2.0):  # a writer on another machine may be mid-projection
         if not findings:
             break
         time.sleep(wait)
-        findings = registry.reconcile()
+        state = registry.state()
+        findings = registry.reconcile(state)
     if findings:
         shown = "; ".join(str(f) for f in findings[:3])
         more = f" (and {len(findings) - 3} more)" if len(findings) > 3 else ""
@@ -578,6 +581,7 @@ def _require_consistent(registry: Registry, doing: str) -> None:
             f"{doing} refused: the registry disagrees with the audit trail: {shown}{more}; "
             "run `mlra audit verify`, then `mlra repair --reason TEXT` once it is understood"
         )
+    return state
 
 
 def _require_registered(state: ModelState, v: str) -> VersionState:
@@ -615,11 +619,14 @@ def status(registry: Registry) -> dict[str, Any]:
 
     An embedded SQLite store that does not exist yet is reported as empty, not created."""
     exists = registry.exists()
-    findings = registry.reconcile() if exists else []
-    try:
-        state = registry.state() if exists else ModelState(registry.model)
-    except IntegrityError:
-        state = ModelState(registry.model)
+    state = ModelState(registry.model)
+    findings: list[Finding] = []
+    if exists:
+        try:
+            state = registry.state()
+            findings = registry.reconcile(state)
+        except IntegrityError as exc:  # the trail itself: one finding, as reconcile reports it
+            findings = [Finding("trail", "audit trail", str(exc))]
     versions = registry.versions() if exists else []
     last_run = registry.last_run() if exists else None
     records = len(registry.trail.records()) if registry.trail.exists() else 0

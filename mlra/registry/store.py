@@ -383,16 +383,17 @@ class Registry:
                 self.model, v, description=f"(model card unavailable: {exc})"
             )
 
-    def reconcile(self) -> list[Finding]:
+    def reconcile(self, state: ModelState | None = None) -> list[Finding]:
         """Every way the live registry disagrees with the trail, one :class:`Finding` each:
         the trail itself (broken, missing, switched), each alias against the latest promotion or
         rollback, each version against its own registration record (same adapter sha256), versions
         the trail registered that are gone, and every ``mlra.*`` tag that differs from the
-        projection. Empty: the registry is explained by the trail."""
+        projection. Empty: the registry is explained by the trail. ``state``: the trail's state
+        when the caller has just read it."""
         if not self.exists():
             return []
         try:
-            state = self.state()
+            state = state or self.state()
         except IntegrityError as exc:
             return [Finding("trail", "audit trail", str(exc))]
         live = {
