@@ -56,33 +56,19 @@ def measure(ctx: Context) -> dict[str, Any]:
     results: dict[str, Any] = {}
     seconds: dict[str, float] = {"head_only": head_seconds}
 
-    def run_peft() -> nn.Module:
-        model = with_head(m.peft())
-        peft_epoch(
-            model,
-            optimiser_for(model, s),
-            tok,
-            texts,
-            labels,
-            s,
-            torch.Generator().manual_seed(s.seed),
-            dev,
-        )
+    def trained(model: nn.Module, full: bool = False) -> nn.Module:
+        """One epoch of the PEFT-style loop (PEFT's LoRA, or full fine-tuning) with a head."""
+        model = with_head(model)
+        optimiser = optimiser_for(model, s, full=full)
+        seed = torch.Generator().manual_seed(s.seed)
+        peft_epoch(model, optimiser, tok, texts, labels, s, seed, dev)
         return model
 
+    def run_peft() -> nn.Module:
+        return trained(m.peft())
+
     def run_full() -> nn.Module:
-        model = with_head(m.full())
-        peft_epoch(
-            model,
-            optimiser_for(model, s, full=True),
-            tok,
-            texts,
-            labels,
-            s,
-            torch.Generator().manual_seed(s.seed),
-            dev,
-        )
-        return model
+        return trained(m.full(), full=True)
 
     def run_mlra(targets: Sequence[str], cache: bool) -> Callable[[], nn.Module]:
         def run() -> nn.Module:
