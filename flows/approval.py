@@ -52,6 +52,7 @@ STATE_NAMES: Final = {
     "rejected": "Rejected",
     "promotion_refused": "Promotion refused",
     "validation_failed": "Validation failed",
+    "not_due": "Not due",
 }
 OUTCOMES: Final = tuple(STATE_NAMES)
 

@@ -92,6 +92,10 @@ class RetrainSummary:
     tracking_uri: str | None = None
     model: str | None = None
     flow_run_id: str | None = None
+    # modules.mode modular: one row per module (due, why, version, gate, outcome, champions)
+    modules: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    bundle: str | None = None  # the bundle record written at the end (what serves now)
+    bundle_gates: list[str] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -168,6 +172,12 @@ def _run(
         summary.outcome = "validation_failed"
         summary.validation_failed = [f"{e.check}: {e.name}" for e in report.failed]
         report.raise_if_failed()  # the run ends Failed; nothing is trained
+
+    if p.modules.mode == "modular":
+        from flows.modular import run_modules
+
+        run_modules(p, summary, actor, progress_bar, log)
+        return
 
     # -- train and evaluate against the registry's champion -------------------------------------
     registry = tasks.registry_for(p)
@@ -372,6 +382,19 @@ def summary_markdown(s: RetrainSummary) -> str:
             lines.append(f"- training: {s.steps} steps, {s.train_seconds} s")
         if s.gate:
             lines.append(f"- gates: {s.gate_detail}")
+    if s.modules:
+        lines += ["", "## Modules", "", "| module | due | version | gate | outcome | champion |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for row in s.modules:
+            lines.append(
+                f"| {row['module']} | {'yes' if row['due'] else 'no'}: {row['why']} | "
+                f"{version_label(row.get('version'))} | {row.get('gate', '')} | "
+                f"{row.get('outcome', '')} | {row.get('champion_before', '')} → "
+                f"{row.get('champion_after', '')} |"
+            )
+        lines += [f"- bundle gate: {g}" for g in s.bundle_gates]
+        if s.bundle:
+            lines.append(f"- serving now: {s.bundle}")
     if s.version:
         lines += [
             "",

@@ -24,8 +24,11 @@ if TYPE_CHECKING:
     from mlra.data.ingest import IngestResult
     from mlra.data.splits import PrepareResult
     from mlra.evaluation import EvaluationResult
+    from mlra.modules import BundleRecord
     from mlra.promotion import GateDecision, Transition
+    from mlra.steps import BundleEvaluation
     from mlra.training import TrainResult
+    from mlra.training.modular import ModularTrainResult
     from mlra.validation import ValidationReport
 
 T = TypeVar("T")
@@ -88,10 +91,12 @@ def validate_data(params: Params, actor: str) -> ValidationReport:
 
 
 @task(name="fetch-champion", cache_policy=NO_CACHE)
-def fetch_champion(params: Params) -> str | None:
-    """Download and verify the registry's champion into ``evaluate.champion_dir`` (what the
-    candidate is compared with); clear the folder when there is no champion. Its version."""
-    return registry_for(params).fetch_champion(params.evaluate.champion_dir)
+def fetch_champion(params: Params, module: str | None = None) -> str | None:
+    """Download and verify the registry's champion (of ``module``: into its subfolder) into
+    ``evaluate.champion_dir`` (what the candidate is compared with); clear the folder when there
+    is no champion. Its version."""
+    folder = Path(params.evaluate.champion_dir)
+    return registry_for(params, module).fetch_champion(folder / module if module else folder)
 
 
 @task(name="train", cache_policy=NO_CACHE)
@@ -137,19 +142,23 @@ def register_version(
 
 
 @task(name="gate", cache_policy=NO_CACHE)
-def gate_version(params: Params, version: str, actor: str) -> GateDecision:
+def gate_version(
+    params: Params, version: str, actor: str, module: str | None = None
+) -> GateDecision:
     """The promotion gates; a passing version becomes ``challenger``."""
     from mlra.promotion import run_gates
 
-    return run_gates(registry_for(params), version, params.promotion, actor)
+    return run_gates(registry_for(params, module), version, params.promotion, actor)
 
 
 @task(name="promote", cache_policy=NO_CACHE)
-def promote_version(params: Params, version: str, actor: str) -> Transition:
+def promote_version(
+    params: Params, version: str, actor: str, module: str | None = None
+) -> Transition:
     """``champion`` to ``version`` (gates again; approval unless the policy is automatic)."""
     from mlra.promotion import promote
 
-    return promote(registry_for(params), version, params.promotion, actor)
+    return promote(registry_for(params, module), version, params.promotion, actor)
 
 
 @task(name="approve", cache_policy=NO_CACHE)
@@ -170,3 +179,71 @@ def rollback_champion(params: Params, actor: str, reason: str) -> Transition:
     from mlra.promotion import rollback
 
     return rollback(registry_for(params), actor, reason)
+
+
+# -- modules (docs/modules.md) -----------------------------------------------------------------
+
+
+@task(name="train-modules", cache_policy=NO_CACHE)
+def train_modules(
+    params: Params,
+    actor: str,
+    due: list[str],
+    feedback_rows: int,
+    feedback_by_domain: dict[str, int],
+    progress_bar: bool = False,
+) -> ModularTrainResult:
+    """The due modules and the router, in one routed pass (Lightning); logs to MLflow."""
+    from mlra import steps
+
+    return steps.train_modules(params, actor, due, progress_bar=progress_bar,
+                               feedback_rows=feedback_rows,
+                               feedback_by_domain=feedback_by_domain)  # fmt: skip
+
+
+@task(name="evaluate-module", cache_policy=NO_CACHE)
+def evaluate_module(
+    params: Params, module: str, champion: str | None, actor: str
+) -> tuple[EvaluationResult, list[Path]]:
+    """A module's candidate vs its champion (vs the base) on its own golden slice."""
+    from mlra import steps
+
+    folder = Path(params.evaluate.champion_dir) / module
+    return steps.evaluate(params, actor, module=module,
+                          champion_dir=folder if champion is not None else None,
+                          fetch_champion=False)  # fmt: skip
+
+
+@task(name="register-module", cache_policy=NO_CACHE)
+def register_module(
+    params: Params, module: str, sha256: str, report_file: Path, plots: list[Path], actor: str
+) -> tuple[str, str]:
+    """Register a module's candidate as a version of its own model (idempotent)."""
+    from mlra import steps
+
+    return steps.register(params, actor, module=module, report_file=report_file, plots=plots,
+                          run_name=f"retrain-{module}-{sha256[:12]}")  # fmt: skip
+
+
+@task(name="evaluate-bundle", cache_policy=NO_CACHE)
+def evaluate_bundle(params: Params, serving: dict[str, str], actor: str) -> BundleEvaluation:
+    """The bundle that would serve (each module's passing candidate, else its champion; the new
+    router) against the one serving now and the base, on every slice, routed by the router."""
+    from mlra import steps
+
+    return steps.evaluate_bundle(params, actor, serving)
+
+
+@task(name="record-bundle", cache_policy=NO_CACHE)
+def record_bundle(
+    params: Params, actor: str, reason: str, router_dir: Path | None, router_sha256: str | None
+) -> BundleRecord:
+    """The bundle record: each module's champion now, and the router in ``router_dir`` (stored
+    in MLflow first; None: keep the last bundle's router)."""
+    from mlra.modules import record_bundle as record
+    from mlra.modules import store_router
+
+    router = None
+    if router_dir is not None and router_sha256 is not None:
+        router = store_router(registry_for(params), router_dir, router_sha256)
+    return record(params, actor, reason, router=router)

@@ -65,6 +65,7 @@ ACTIONS: Final = (
     "rollback",
     "retrain_check",  # the scheduled check: enough new feedback to retrain, or not
     "repair",  # registry aliases and tags put back where the trail says (`mlra repair`)
+    "bundle",  # the set of module champions and the router that serves from now on
 )
 GENESIS: Final = "0" * 64
 

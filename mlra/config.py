@@ -34,7 +34,10 @@ __all__ = [
     "EvaluateParams",
     "FeedbackParams",
     "IngestParams",
+    "ModuleOverride",
+    "ModulesParams",
     "Params",
+    "RouterParams",
     "SplitShares",
     "TrainParams",
     "ValidationParams",
@@ -402,6 +405,99 @@ class EvaluateParams:
                  ">= 0")  # fmt: skip
 
 
+MODES: Final = ("modular", "shared")
+FALLBACKS_BASE: Final = "base"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModuleOverride:
+    """One module whose adapter differs from ``train.adapter``: 0 / empty keep that value."""
+
+    module: str
+    rank: int = 0
+    alpha: float = 0.0
+    targets: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _require(bool(self.module.strip()), "modules.overrides[].module", self.module, "a module")
+        _require(self.rank >= 0, f"modules.overrides[{self.module}].rank", self.rank,
+                 ">= 0 (0: train.adapter's)")  # fmt: skip
+        _require(self.alpha >= 0, f"modules.overrides[{self.module}].alpha", self.alpha,
+                 ">= 0 (0: train.adapter's)")  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class RouterParams:
+    """The learned router: a linear classifier over the frozen base's pooled hidden states after
+    ``layer`` encoder layers (the layers below the adapters, computed once per row anyway), which
+    picks a request's module when the request does not name its domain."""
+
+    layer: int = 3
+    min_confidence: float = 0.5
+    fallback: str = FALLBACKS_BASE
+    min_accuracy: float = 0.8
+
+    def __post_init__(self) -> None:
+        key = "modules.router"
+        _require(self.layer >= 0, f"{key}.layer", self.layer, ">= 0 (encoder layers)")
+        _share(f"{key}.min_confidence", self.min_confidence)
+        _share(f"{key}.min_accuracy", self.min_accuracy)
+        _require(bool(self.fallback.strip()), f"{key}.fallback", self.fallback,
+                 "'base' or a module name")  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class ModulesParams:
+    """Modular adapters (docs/modules.md): one adapter and head per target domain on the shared
+    frozen base, trained together in one routed pass, each registered, gated, promoted and rolled
+    back on its own; what serves is the bundle of module champions plus the router.
+
+    ``mode``: ``modular`` or ``shared`` (one adapter for every target domain, as before).
+    ``domains``: target domains that get a module (empty: every target domain); a request for
+    another domain goes to the router's fallback. ``min_new_rows``: a module retrains once its
+    domain received this many new accepted feedback rows since its last training (or when its
+    parameters changed). ``max_source_regression``: the bundle gate on the source domain — its
+    macro-F1 may fall at most this far below the base model's.
+    """
+
+    mode: str = "shared"
+    domains: tuple[str, ...] = ()
+    overrides: tuple[ModuleOverride, ...] = ()
+    out_dir: str = "artifacts/modules"
+    min_new_rows: int = 40
+    max_source_regression: float = 0.005
+    router: RouterParams = dataclasses.field(default_factory=RouterParams)
+
+    def __post_init__(self) -> None:
+        _require(self.mode in MODES, "modules.mode", self.mode, " or ".join(MODES))
+        _require(bool(self.out_dir.strip()), "modules.out_dir", self.out_dir, "set")
+        _require(self.min_new_rows >= 1, "modules.min_new_rows", self.min_new_rows, ">= 1")
+        _share("modules.max_source_regression", self.max_source_regression)
+        for name in self.domains:
+            _require(bool(name) and "." not in name and "/" not in name, "modules.domains",
+                     name, "domain names without '.' or '/'")  # fmt: skip
+        seen = [o.module for o in self.overrides]
+        _require(len(seen) == len(set(seen)), "modules.overrides", seen, "one entry per module")
+
+    def names(self, data: DataParams) -> tuple[str, ...]:
+        """The modules, in the order of ``data.target_domains``: one per target domain."""
+        return tuple(d for d in data.target_domains if not self.domains or d in self.domains)
+
+    def spec(self, module: str, base: AdapterSpec) -> AdapterSpec:
+        """The adapter spec of ``module``: ``base`` (``train.adapter``) with its override."""
+        for o in self.overrides:
+            if o.module == module:
+                changes: dict[str, Any] = {}
+                if o.rank:
+                    changes["rank"] = o.rank
+                if o.alpha:
+                    changes["alpha"] = o.alpha
+                if o.targets:
+                    changes["targets"] = o.targets
+                return dataclasses.replace(base, **changes)
+        return base
+
+
 @dataclasses.dataclass(frozen=True)
 class Params:
     """The whole of ``params.yaml``: one field per top-level section."""
@@ -416,6 +512,20 @@ class Params:
     registry: RegistryParams
     promotion: PromotionParams
     pipeline: PipelineParams
+    modules: ModulesParams = dataclasses.field(default_factory=ModulesParams)
+
+    def __post_init__(self) -> None:
+        for name in self.modules.domains:
+            targets = ", ".join(self.data.target_domains)
+            _require(name in self.data.target_domains, "modules.domains", name,
+                     f"one of data.target_domains ({targets})")  # fmt: skip
+        names = self.modules.names(self.data)
+        for o in self.modules.overrides:
+            _require(o.module in names, "modules.overrides[].module", o.module,
+                     f"a module ({', '.join(names)})")  # fmt: skip
+        fallback = self.modules.router.fallback
+        _require(fallback == FALLBACKS_BASE or fallback in names, "modules.router.fallback",
+                 fallback, f"'base' or a module ({', '.join(names)})")  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists, ISO dates), as it would read back from ``params.yaml``."""

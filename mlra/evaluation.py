@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +35,8 @@ from mlra.errors import ConfigError
 from mlra.metrics import Scores, confusion, scores
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from mlra.classifier import SentenceClassifier
     from mlra.config import DataParams, EvaluateParams
 
@@ -43,9 +45,13 @@ __all__ = [
     "EvaluationResult",
     "Scores",
     "SliceResult",
+    "check_overall",
     "comparison_table",
     "confusion",
     "evaluate",
+    "golden_rows",
+    "label_indices",
+    "score_slices",
     "scores",
     "write_outputs",
 ]
@@ -208,18 +214,23 @@ def evaluate(
     model: SentenceClassifier | None = None,
     tokenizer: Any = None,
     max_length: int | None = None,
+    domains: Sequence[str] | None = None,
+    overall: str | None = None,
 ) -> EvaluationResult:
     """Score base, candidate and (when ``champion_dir`` holds one) champion on the golden sets.
 
     ``candidate_dir`` is what ``mlra train`` wrote: ``adapter/`` (verified strictly: hashes and
     base fingerprint) and the base head (verified against the sha256 in the adapter's manifest).
     ``model``/``tokenizer`` default to the packaged MiniLM (tests pass a tiny one).
+
+    ``domains`` restricts the golden rows to those domains (default: the source and every target
+    domain) and ``overall`` names the slice written as ``overall`` (default ``targets``): a
+    module is judged on its own slice with ``domains=[module], overall=module``.
     """
     import copy
 
     import mlra
     from mlra.classifier import SentenceClassifier
-    from mlra.data.splits import load_split
 
     candidate = Path(candidate_dir)
     manifest = mlra.inspect_adapter(candidate / ADAPTER_DIR)
@@ -251,37 +262,14 @@ def evaluate(
     else:
         champion = None
 
-    golden = load_split(prepared_dir or data.prepared_dir, "golden")
-    domains = [data.source_domain, *data.target_domains]
-    golden = cap_per_domain(golden[golden["domain"].isin(domains)], ep.max_rows_per_slice)
-    index = {label: k for k, label in enumerate(labels)}
-    truth = torch.tensor([index[x] for x in golden["label"]])
+    golden = golden_rows(data, ep, prepared_dir, domains)
+    truth = label_indices(golden["label"], labels)
     predicted = _predict_all(model, tokenizer, list(golden["text"]), heads,
                              batch_size=ep.batch_size, max_length=length)  # fmt: skip
-
-    domain = list(golden["domain"])
-    masks: dict[str, list[bool]] = {d: [x == d for x in domain] for d in domains}
-    masks["targets"] = [x in data.target_domains for x in domain]
-    if "nfl" in data.target_domains:
-        masks["targets_without_nfl"] = [x in data.target_domains and x != "nfl" for x in domain]
-    masks["all"] = [True] * len(domain)
-    slices: dict[str, SliceResult] = {}
-    for name, mask in masks.items():
-        keep = torch.tensor(mask, dtype=torch.bool)
-        if not bool(keep.any()):
-            continue
-        y = truth[keep]
-        rows = {label: int((y == k).sum()) for k, label in enumerate(labels)}
-        slices[name] = SliceResult(
-            name=name,
-            scores={m: scores(y, p[keep], labels) for m, p in predicted.items()},
-            confusion={
-                m: confusion(y, p[keep], len(labels)).tolist() for m, p in predicted.items()
-            },
-            class_rows=rows,
-            noisy=min(rows.values()) < ep.noisy_class_rows,
-        )
-    info = {
+    slices = score_slices(data, ep, labels, list(golden["domain"]), truth, predicted,
+                          keep=overall or "targets", distinct=domains is not None)  # fmt: skip
+    overall = check_overall(slices, overall)
+    info: dict[str, Any] = {
         "candidate": str(candidate / ADAPTER_DIR),
         "candidate_sha256": manifest.sha256,
         "champion": str(champion / ADAPTER_DIR) if champion else None,
@@ -291,7 +279,96 @@ def evaluate(
         "source_domain": data.source_domain,
         "noisy_class_rows": ep.noisy_class_rows,
     }
-    return EvaluationResult(labels, slices, tuple(heads), "targets", info)
+    if domains is not None:  # a restricted evaluation (one module's slice) says so
+        info["domains"] = list(domains)
+    return EvaluationResult(labels, slices, tuple(heads), overall, info)
+
+
+# -- golden rows and slices (shared with the bundle's evaluation, mlra.bundle_eval) -------------
+
+
+def golden_rows(
+    data: DataParams,
+    ep: EvaluateParams,
+    prepared_dir: str | Path | None = None,
+    domains: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """The golden rows of ``domains`` (default: the source and every target domain), capped at
+    ``ep.max_rows_per_slice`` per domain. A name that is not a configured domain is an error:
+    an empty evaluation must not pass for a good one."""
+    from mlra.data.splits import load_split
+
+    known = [data.source_domain, *data.target_domains]
+    if domains is None:
+        domains = known
+    unknown = [d for d in domains if d not in known]
+    if unknown or not domains:
+        raise ConfigError(
+            f"evaluation domains must be some of {', '.join(known)}, got "
+            f"{', '.join(map(repr, unknown)) if unknown else 'none'}"
+        )
+    golden = load_split(prepared_dir or data.prepared_dir, "golden")
+    return cap_per_domain(golden[golden["domain"].isin(list(domains))], ep.max_rows_per_slice)
+
+
+def label_indices(values: Iterable[str], labels: Sequence[str]) -> torch.Tensor:
+    """Class index per label name (``labels`` order)."""
+    index = {label: k for k, label in enumerate(labels)}
+    return torch.tensor([index[x] for x in values], dtype=torch.long)
+
+
+def score_slices(
+    data: DataParams,
+    ep: EvaluateParams,
+    labels: Sequence[str],
+    domain: Sequence[str],
+    truth: torch.Tensor,
+    predicted: Mapping[str, torch.Tensor],
+    *,
+    keep: str | None = None,
+    distinct: bool = False,
+) -> dict[str, SliceResult]:
+    """Scores per slice for each model's predictions (model -> class index per row), in report
+    order: each domain, ``targets``, ``targets_without_nfl``, ``all``; empty slices are left out.
+    ``distinct`` also leaves out a pooled slice that holds the same rows as an earlier one (one
+    module's evaluation: ``targets`` and ``all`` are its domain again), except ``keep``."""
+    domains = [data.source_domain, *data.target_domains]
+    masks: dict[str, list[bool]] = {d: [x == d for x in domain] for d in domains}
+    masks["targets"] = [x in data.target_domains for x in domain]
+    if "nfl" in data.target_domains:
+        masks["targets_without_nfl"] = [x in data.target_domains and x != "nfl" for x in domain]
+    masks["all"] = [True] * len(domain)
+    slices: dict[str, SliceResult] = {}
+    for name, mask in masks.items():
+        rows_in = torch.tensor(mask, dtype=torch.bool)
+        if not bool(rows_in.any()):
+            continue
+        repeats = any(masks[earlier] == mask for earlier in slices)
+        if distinct and repeats and name not in domains and name != keep:
+            continue
+        y = truth[rows_in]
+        rows = {label: int((y == k).sum()) for k, label in enumerate(labels)}
+        slices[name] = SliceResult(
+            name=name,
+            scores={m: scores(y, p[rows_in], labels) for m, p in predicted.items()},
+            confusion={
+                m: confusion(y, p[rows_in], len(labels)).tolist() for m, p in predicted.items()
+            },
+            class_rows=rows,
+            noisy=min(rows.values()) < ep.noisy_class_rows,
+        )
+    return slices
+
+
+def check_overall(slices: Mapping[str, SliceResult], overall: str | None) -> str:
+    """The slice written as ``overall`` (default ``targets``); it must have golden rows."""
+    name = overall or "targets"
+    if name not in slices:
+        raise ConfigError(
+            f"the overall slice {name!r} has no golden rows (slices with rows: "
+            f"{', '.join(slices) or 'none'}); check the prepared golden set and the domains"
+        )
+    return name
 
 
 # -- reporting ------------------------------------------------------------------------------------

@@ -596,7 +596,11 @@ def _require_registered(state: ModelState, v: str) -> VersionState:
 def awaiting_approval(registry: Registry, state: ModelState | None = None) -> list[str]:
     """Versions that passed the gates and wait for a person (by the trail): not approved since,
     not rejected, not the champion."""
-    state = state or registry.state()
+    return awaiting_approval_in(state or registry.state())
+
+
+def awaiting_approval_in(state: ModelState) -> list[str]:
+    """:func:`awaiting_approval` of a replayed state."""
     return [
         v
         for v, vs in state.versions.items()

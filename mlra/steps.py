@@ -12,7 +12,7 @@ are worth a retry (:func:`is_transient`). Paths come from params.yaml.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,32 +25,44 @@ if TYPE_CHECKING:
     from mlra.data.ingest import IngestResult
     from mlra.data.splits import PrepareResult
     from mlra.evaluation import EvaluationResult
+    from mlra.promotion import GateResult
     from mlra.registry import Registry
     from mlra.training import TrainResult
+    from mlra.training.modular import ModularTrainResult
     from mlra.validation import ValidationReport
 
 __all__ = [
+    "BundleEvaluation",
     "RetrainCheck",
     "accepted_rows",
     "evaluate",
+    "evaluate_bundle",
     "ingest",
     "is_transient",
     "last_trained_feedback_rows",
+    "module_dir",
+    "module_outputs",
     "needs_person",
     "prepare",
     "register",
     "registry_for",
     "retrain_check",
     "train",
+    "train_modules",
     "validate",
 ]
 
 
-def registry_for(params: Params) -> Registry:
-    """The registry of params.yaml's model, on ``$MLFLOW_TRACKING_URI`` (else the project's
-    SQLite store), recording into ``$MLRA_AUDIT`` (else the project's trail file)."""
+def registry_for(params: Params, module: str | None = None) -> Registry:
+    """The registry of params.yaml's model (or of ``module``'s: ``<model_name>.<module>``), on
+    ``$MLFLOW_TRACKING_URI`` (else the project's SQLite store), recording into ``$MLRA_AUDIT``
+    (else the project's trail file)."""
     from mlra.registry import Registry
 
+    if module is not None:
+        from mlra.modules import registry_for as module_registry
+
+        return module_registry(params, module)
     return Registry(model=params.registry.model_name, experiment=params.registry.experiment)
 
 
@@ -158,6 +170,7 @@ def evaluate(
     params: Params,
     actor: str,
     *,
+    module: str | None = None,
     candidate_dir: str | Path | None = None,
     champion_dir: str | Path | None = None,
     fetch_champion: bool = True,
@@ -168,7 +181,11 @@ def evaluate(
     """Base vs candidate vs the champion per golden slice; writes the metrics JSON, the table and
     the plots, and records the evaluation. With ``fetch_champion`` (and no ``champion_dir``) the
     champion that serves now — by the audit trail, verified — is downloaded into
-    ``evaluate.champion_dir`` first, so metrics never compare against an older one."""
+    ``evaluate.champion_dir`` first, so metrics never compare against an older one.
+
+    ``module``: that module's candidate (:func:`module_dir`) against its own champion
+    (``evaluate.champion_dir/<module>``) on its own golden slice; outputs :func:`module_outputs`.
+    """
     from mlra.evaluation import evaluate as run
     from mlra.evaluation import write_outputs
 
@@ -176,19 +193,34 @@ def evaluate(
     if max_rows_per_slice is not None:
         ep = dataclasses.replace(ep, max_rows_per_slice=max_rows_per_slice)
     champion = Path(champion_dir) if champion_dir is not None else None
+    folder = Path(ep.champion_dir) / module if module else Path(ep.champion_dir)
     fetch = champion is None and fetch_champion and bool(ep.champion_dir)
-    if fetch and registry_for(params).fetch_champion(ep.champion_dir) is not None:
-        champion = Path(ep.champion_dir)
-    candidate = Path(candidate_dir if candidate_dir is not None else params.train.out_dir)
-    result = run(params.data, ep, candidate, champion_dir=champion, prepared_dir=prepared_dir)
-    plots = write_outputs(result, ep.metrics_file, ep.report_file, ep.plots_dir)
+    if fetch and registry_for(params, module).fetch_champion(folder) is not None:
+        champion = folder
+    if candidate_dir is None:
+        candidate_dir = module_dir(params, module) if module else params.train.out_dir
+    result = run(params.data, ep, Path(candidate_dir), champion_dir=champion,
+                 prepared_dir=prepared_dir, domains=[module] if module else None,
+                 overall=module)  # fmt: skip
+    outputs = module_outputs(params, module) if module else (
+        Path(ep.metrics_file), Path(ep.report_file), Path(ep.plots_dir)
+    )  # fmt: skip
+    plots = write_outputs(result, *outputs)
     overall = result.slices[result.overall].scores
+    subject = {
+        "artifact": result.info["candidate"],
+        "adapter_sha256": result.info["candidate_sha256"],
+    }
+    if module:
+        from mlra.modules import model_name
+
+        subject = {"model": model_name(params, module), "module": module, **subject}
     (trail or default_trail()).append(
         actor,
         "evaluation",
-        {"artifact": result.info["candidate"], "adapter_sha256": result.info["candidate_sha256"]},
+        subject,
         {
-            "metrics_file": str(ep.metrics_file),
+            "metrics_file": str(outputs[0]),
             "champion": result.info["champion"],
             "champion_ref": result.info.get("champion_ref"),
             "overall_macro_f1": {m: overall[m].macro_f1 for m in result.models},
@@ -211,21 +243,26 @@ def register(
     plots: Iterable[str | Path] = (),
     datasets: Iterable[Any] | None = None,
     run_name: str | None = None,
+    module: str | None = None,
 ) -> tuple[str, str]:
     """Log a run for the candidate and register it as a model version: ``(version, run id)``.
 
     Idempotent: an adapter whose sha256 the trail already registered returns that version (a
     retry after a fault that struck once the version existed, or the same command twice) instead
     of registering it again. ``datasets`` default to the prepared splits with their DVC hashes.
+    ``module``: register into that module's model (its candidate folder and metrics by default).
     """
     from mlra.artifact import inspect_adapter
     from mlra.registry import dataset_ref
 
-    adapter = Path(
-        adapter_dir if adapter_dir is not None else Path(params.train.out_dir) / "adapter"
-    )
+    if adapter_dir is None:
+        folder = module_dir(params, module) if module else Path(params.train.out_dir)
+        adapter_dir = folder / "adapter"
+    if metrics_file is None and module is not None:
+        metrics_file = module_outputs(params, module)[0]
+    adapter = Path(adapter_dir)
     sha256 = inspect_adapter(adapter).sha256
-    registry = registry_for(params)
+    registry = registry_for(params, module)
     if registry.exists():  # by the trail: a tag edited in the registry must not fool it
         for v, vs in registry.state().versions.items():
             if vs.adapter_sha256 == sha256:
@@ -247,9 +284,172 @@ def register(
         datasets=list(datasets),
         plots=[Path(p) for p in plots],
         actor=actor,
-        run_name=run_name or f"candidate-{sha256[:12]}",
+        run_name=run_name or f"{module or 'candidate'}-{sha256[:12]}",
     )
     return str(mv.version), str(mv.run_id)
+
+
+# -- modules (docs/modules.md) ------------------------------------------------------------------
+
+
+def module_dir(params: Params, module: str) -> Path:
+    """Where a modular training pass writes ``module``'s candidate folder."""
+    return Path(params.modules.out_dir) / module
+
+
+def module_outputs(params: Params, module: str | None) -> tuple[Path, Path, Path]:
+    """``(metrics file, report file, plots folder)`` of a module's evaluation (``None``: the
+    bundle's): beside the shared model's, under ``modules/<module>`` (``bundle``)."""
+    ep = params.evaluate
+    name = module or "bundle"
+    metrics, report = Path(ep.metrics_file), Path(ep.report_file)
+    return (
+        metrics.parent / "modules" / f"{name}{metrics.suffix}",
+        report.parent / "modules" / f"{name}{report.suffix}",
+        Path(ep.plots_dir) / "modules" / name,
+    )
+
+
+def train_modules(
+    params: Params,
+    actor: str,
+    due: Sequence[str] | None = None,
+    *,
+    prepared_dir: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    resume: bool = True,
+    log_mlflow: bool = True,
+    progress_bar: bool = True,
+    feedback_rows: int | None = None,
+    feedback_by_domain: Mapping[str, int] | None = None,
+    trail: Trail | None = None,
+) -> ModularTrainResult:
+    """Train the modules in ``due`` (default: all) in one routed pass, with the router; one
+    ``training`` record per trained module (its model, artifact, sha256, the feedback rows its
+    domain had: what :func:`mlra.modules.modules_due` compares with)."""
+    from mlra.modules import model_name, module_params_hash
+    from mlra.training.modular import train_modules as run
+
+    result = run(params.data, params.train, params.modules, due=due, prepared_dir=prepared_dir,
+                 out_dir=out_dir, resume=resume, log_mlflow=log_mlflow,
+                 progress_bar=progress_bar)  # fmt: skip
+    trail = trail or default_trail()
+    by_domain = dict(feedback_by_domain or {})
+    for name, module in result.modules.items():
+        meta = module.metadata
+        details: dict[str, Any] = {
+            "params_hash": module_params_hash(params, name),
+            "data_hash": meta.get("data_hash"),
+            "git_commit": meta.get("git_commit"),
+            "seed": meta.get("seed"),
+            "steps": result.steps,
+            "rows": meta.get("rows"),
+            "trained_with": sorted(result.modules),
+            "router_sha256": result.router_sha256,
+            "mlflow_run_id": result.mlflow_run_id,
+            "seconds": {k: round(v, 1) for k, v in result.seconds.items()},
+            "domain_feedback_rows": int(by_domain.get(name, 0)),
+        }
+        if feedback_rows is not None:
+            details["feedback_rows"] = feedback_rows
+        trail.append(
+            actor,
+            "training",
+            {"model": model_name(params, name), "module": name,
+             "artifact": str(module.adapter_dir), "adapter_sha256": module.adapter_sha256},
+            details,
+        )  # fmt: skip
+    return result
+
+
+@dataclass(frozen=True)
+class BundleEvaluation:
+    """The bundle that would serve, evaluated (:func:`evaluate_bundle`): its result, plots, the
+    bundle gates, and the new router they judge."""
+
+    result: EvaluationResult
+    plots: list[Path]
+    gates: list[GateResult]
+    router_dir: Path
+    router_sha256: str
+
+    @property
+    def router_accepted(self) -> bool:
+        """Whether the new router may enter the bundle: every bundle gate passed."""
+        return all(g.passed for g in self.gates)
+
+    @property
+    def overall(self) -> dict[str, float]:
+        """Macro-F1 of the overall slice per model (base, candidate, champion)."""
+        scores = self.result.slices[self.result.overall].scores
+        return {m: s.macro_f1 for m, s in scores.items()}
+
+    @property
+    def table(self) -> list[dict[str, Any]]:
+        """Per slice: rows and macro-F1 per model (the run's table artifact)."""
+        return [
+            {"slice": sl.name + (" (few rows in a class)" if sl.noisy else ""),
+             "rows": sl.scores["candidate"].support,
+             **{f"{m} macro-F1": round(sl.scores[m].macro_f1, 3) for m in self.result.models}}
+            for sl in self.result.slices.values()
+        ]  # fmt: skip
+
+
+def evaluate_bundle(
+    params: Params,
+    actor: str,
+    serving: Mapping[str, str],
+    *,
+    prepared_dir: str | Path | None = None,
+    trail: Trail | None = None,
+) -> BundleEvaluation:
+    """The bundle that would serve — per module ``serving[m]``: ``"candidate"`` (the folder the
+    training pass wrote) or ``"champion"`` (``evaluate.champion_dir/<m>``, when one was fetched)
+    — with the new router, against the bundle serving now (the last bundle record's champions
+    and router, verified) and the base, on every slice; then the bundle gates. Recorded."""
+    from mlra.bundle_eval import BundleSource, bundle_gates, write_bundle_outputs
+    from mlra.bundle_eval import evaluate_bundle as run
+    from mlra.modules import bundle_at, fetch_router
+    from mlra.router import Router
+
+    trail = trail or default_trail()
+    champions = Path(params.evaluate.champion_dir)
+    chosen: dict[str, Path] = {}
+    for m, which in serving.items():
+        folder = module_dir(params, m) if which == "candidate" else champions / m
+        if (folder / "adapter").is_dir():
+            chosen[m] = folder
+    router_dir = Path(params.modules.out_dir) / "router"
+    router_sha = Router.load(router_dir)[0].sha256
+    candidate = BundleSource(chosen, router_dir, router_sha, {"serving": dict(serving)})
+    current = None
+    last = bundle_at(trail.records(), params.registry.model_name) if trail.exists() else None
+    if last is not None and last.router is not None:
+        now = {m: champions / m for m, v in last.versions().items() if v is not None}
+        if all((folder / "adapter").is_dir() for folder in now.values()):
+            old_router = fetch_router(registry_for(params), last.router, champions / "router")
+            current = BundleSource(now, old_router, str(last.router["sha256"]),
+                                   {"bundle": last.number})  # fmt: skip
+    result = run(params.data, params.evaluate, params.modules, candidate, current,
+                 prepared_dir=prepared_dir)  # fmt: skip
+    metrics, report, plots_dir = module_outputs(params, None)
+    plots = write_bundle_outputs(result, metrics, report, plots_dir)
+    gates = bundle_gates(result, params.modules, params.promotion.min_slice_support)
+    overall = result.slices[result.overall].scores
+    trail.append(
+        actor,
+        "evaluation",
+        {"name": params.registry.model_name, "bundle": "candidate", "router_sha256": router_sha},
+        {
+            "metrics_file": str(metrics),
+            "modules": {m: str(f) for m, f in chosen.items()},
+            "compared_with": dict(current.ref or {}) if current is not None else None,
+            "overall_macro_f1": {m: overall[m].macro_f1 for m in result.models},
+            "gates": {g.name: {"ok": g.passed, "detail": g.detail} for g in gates},
+            "golden_rows": result.info["golden_rows"],
+        },
+    )
+    return BundleEvaluation(result, plots, gates, router_dir, router_sha)
 
 
 def needs_person(policy: PromotionParams, champion_before: str | None) -> bool:

@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "mlra.cli.demo",
     "mlra.cli.audit",
     "mlra.cli.registry",
+    "mlra.cli.modules",
     "mlra.cli.keys",
     "mlra.cli.ui",
 )

@@ -27,13 +27,17 @@ from mlra.config import PRECISIONS, EarlyStoppingParams, TrainParams
 from mlra.training.cache import FrozenPrefixCache
 from mlra.training.data import (
     BucketBatchSampler,
+    DomainRows,
     TrainingData,
     TweetDataModule,
+    load_domain_rows,
     load_training_data,
     make_datamodule,
 )
 from mlra.training.job import TrainResult, lineage_metadata, save_candidate, train
+from mlra.training.modular import ModularTrainResult, ModuleResult, train_modules
 from mlra.training.module import AdapterClassifier, freeze_base_dropout
+from mlra.training.routed import ModularClassifier, ModularDataModule
 from mlra.training.trainer import (
     build_trainer,
     check_precision,
@@ -49,8 +53,13 @@ __all__ = [
     "PRECISIONS",
     "AdapterClassifier",
     "BucketBatchSampler",
+    "DomainRows",
     "EarlyStoppingParams",
     "FrozenPrefixCache",
+    "ModularClassifier",
+    "ModularDataModule",
+    "ModularTrainResult",
+    "ModuleResult",
     "TrainParams",
     "TrainResult",
     "TrainingData",
@@ -60,6 +69,7 @@ __all__ = [
     "fit",
     "freeze_base_dropout",
     "lineage_metadata",
+    "load_domain_rows",
     "load_training_data",
     "make_datamodule",
     "quiet_lightning",
@@ -67,4 +77,5 @@ __all__ = [
     "resumable_checkpoint",
     "save_candidate",
     "train",
+    "train_modules",
 ]

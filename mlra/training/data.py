@@ -258,3 +258,61 @@ class TweetDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader[Any]:
         return DataLoader(self.val_rows, batch_size=64, shuffle=False, collate_fn=self.collate)
+
+
+@dataclasses.dataclass(frozen=True)
+class DomainRows:
+    """Rows per domain for the modular pass (one module per target domain): each domain's train
+    and validation rows kept apart, so each row can go through its own domain's module."""
+
+    train: dict[str, tuple[list[str], list[int]]]  # domain -> texts, label indices (capped)
+    val: dict[str, tuple[list[str], list[int]]]
+    source_texts: list[str]  # source-domain rows: the base head and the router's source class
+    source_labels: list[int]
+    feedback_rows: dict[str, int]  # accepted feedback rows per domain in the train split (uncapped)
+
+
+def load_domain_rows(
+    data: DataParams,
+    tp: TrainParams,
+    domains: Sequence[str],
+    prepared_dir: str | Path | None = None,
+    labels: Sequence[str] | None = None,
+) -> DomainRows:
+    """The rows of each of ``domains`` in the prepared splits, as :func:`load_training_data` caps
+    them (``train.rows_per_domain``, ``train.val_rows_per_domain``, ``train.source_rows``), with
+    accepted feedback rows counted in their domain. No source replay: in the modular pass the
+    source domain is served by the base model. A domain may have no rows (the caller decides
+    whether that is an error); golden rows are never read.
+    """
+    from mlra.data import LABELS
+    from mlra.data.splits import load_split
+
+    labels = tuple(labels or LABELS)
+    folder = Path(prepared_dir or data.prepared_dir)
+    train = load_split(folder, "train")
+    val = load_split(folder, "val")
+    index = {label: k for k, label in enumerate(labels)}
+    unknown = sorted(set(train["label"]) - set(index))
+    if unknown:
+        raise DataError(f"{folder}/train.parquet has labels {unknown} outside {list(labels)}")
+
+    def rows(frame: Any, cap: int) -> dict[str, tuple[list[str], list[int]]]:
+        frame = cap_per_domain(frame[frame["domain"].isin(set(domains))], cap)
+        return {
+            d: (list(part["text"]), [index[x] for x in part["label"]])
+            for d in domains
+            for part in [frame[frame["domain"] == d]]
+        }
+
+    source = cap_per_domain(train[train["domain"] == data.source_domain], tp.source_rows)
+    if source.empty:
+        raise DataError(f"no source-domain rows in {folder}: run `mlra prepare` first")
+    feedback = train[train["origin"] == "feedback"]["domain"].value_counts()
+    return DomainRows(
+        train=rows(train, tp.rows_per_domain),
+        val=rows(val, tp.val_rows_per_domain),
+        source_texts=list(source["text"]),
+        source_labels=[index[x] for x in source["label"]],
+        feedback_rows={d: int(feedback.get(d, 0)) for d in domains},
+    )
