@@ -35,6 +35,7 @@ from torch import nn
 
 from mlra._hashing import canonical_json, sha256_hex
 from mlra.adapters import adapter_modules, adapter_names, adapter_spec, add_adapter, remove_adapter
+from mlra.adapters.attention import LowRankMultiheadAttention
 from mlra.adapters.base import AdapterLayer
 from mlra.adapters.fingerprint import ModuleDigest, combine, module_digests
 from mlra.adapters.kinds import adapter_class
@@ -202,7 +203,7 @@ def save_adapter(
         tensors.update({f"{_PREFIX}{module}.{key}": t for key, t in state.items()})
     spec = adapter_spec(model, name)
     blobs = {
-        CONFIG_FILE: _json_bytes(_peft_config(model, spec, list(layers), list(heads))),
+        CONFIG_FILE: _json_bytes(_peft_config(model, spec, _outer(layers), list(heads))),
         WEIGHTS_FILE: bytes(safetensors.torch.save(tensors, metadata={"format": "pt"})),
     }
     manifest = Manifest(
@@ -270,7 +271,17 @@ def load_adapter(
     else:
         spec = _spec_from_peft(config)
     _check_heads(states, lora, {}, path)  # in the artifact's own names (before _reroot)
-    where = _reroot(model, [*lora, *states])
+    inner = _inner_layers(lora)
+    where = _reroot(model, [*(m for m in lora if m not in inner), *states])
+    where |= _inner_paths(model, inner, where)
+    if inner and manifest is None:
+        warnings.warn(
+            f"{path} adapts nn.MultiheadAttention ({', '.join(sorted(set(inner.values())))}); "
+            "PEFT (0.21 and before) adds such an attention's out_proj update twice "
+            "(huggingface/peft#3774), mlra once, so outputs differ from what PEFT computed with "
+            "this adapter unless its out_proj update is zero",
+            stacklevel=2,
+        )
     _check_heads(states, lowrank_layers(model), where, path)  # layers other adapters wrap
     if manifest is not None:
         _check_base(model, manifest, where, strict=strict)
@@ -283,10 +294,11 @@ def load_adapter(
     _check_shapes(model, lora, states, where, spec.rank)
     # -- from here on the model changes; any failure puts it back as it was --
     backup = {m: _cloned_state(model.get_submodule(where[m])) for m in states}
-    targets = _exact_targets(model, {where[m] for m in lora})
+    targets = _exact_targets(model, {where[m] for m in lora if m not in inner})
     with torch.random.fork_rng(devices=[]):  # add_adapter's init must not move the user's RNG
         add_adapter(model, name, replace(spec, targets=targets, exclude=()))
     try:
+        _check_covered(model, name, lora, where)
         _copy_in(model, name, lora, states, where)
     except BaseException:
         with warnings.catch_warnings():
@@ -566,6 +578,51 @@ def _peft_keys(layer: AdapterLayer) -> tuple[str, str]:
     if layer.kind == "embedding":
         return "lora_embedding_A", "lora_embedding_B"
     return "lora_A.weight", "lora_B.weight"
+
+
+def _inner_layers(names: Iterable[str]) -> dict[str, str]:
+    """The layers of ``names`` that lie inside another of them, each with that outer layer: an
+    attention's ``<attention>.base_layer.out_proj`` (PEFT's name too), which the attention's own
+    adapter creates and covers."""
+    names = list(names)
+    return {n: o for n in names for o in names if n.startswith(o + ".")}
+
+
+def _outer(names: Iterable[str]) -> list[str]:
+    """``names`` without the inner layers: the targets as PEFT's config lists them."""
+    inner = _inner_layers(names)
+    return [n for n in names if n not in inner]
+
+
+def _inner_paths(
+    model: nn.Module, inner: Mapping[str, str], where: Mapping[str, str]
+) -> dict[str, str]:
+    """Where each inner layer is in ``model``, by a path that reaches it whether or not its
+    attention is wrapped yet: ``<attention>.out_proj`` (the wrapper's ``out_proj`` is the layer)."""
+    paths = {}
+    for module, outer in inner.items():
+        attention = model.get_submodule(where[outer])
+        if not isinstance(attention, nn.MultiheadAttention | LowRankMultiheadAttention):
+            raise ConfigError(
+                f"{WEIGHTS_FILE} holds LoRA weights for {module!r}, inside {where[outer]!r}, which "
+                f"is a {type(attention).__name__}; only an attention's out_proj is adapted that way"
+            )
+        paths[module] = where[outer] + "." + module[len(outer) + 1 :].removeprefix("base_layer.")
+    return paths
+
+
+def _check_covered(
+    model: nn.Module, name: str, lora: Mapping[str, object], where: Mapping[str, str]
+) -> None:
+    """Every layer that adapter ``name`` now covers has saved weights (an attention's out_proj
+    without them would keep its fresh initialisation: not the saved adapter)."""
+    saved = {id(model.get_submodule(where[m])) for m in lora}
+    for layer_name, layer in adapter_modules(model, name).items():
+        if id(layer) not in saved:
+            raise IntegrityError(
+                f"{WEIGHTS_FILE} holds no LoRA weights for {layer_name!r}, which the adapter "
+                "covers (an attention's adapter covers its out_proj too)"
+            )
 
 
 def _head_of(key: str, heads: Sequence[str]) -> str | None:

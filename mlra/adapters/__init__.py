@@ -1,5 +1,6 @@
 """Low-rank adapters: the layer kinds, target matching, and the whole-model API."""
 
+from mlra.adapters.attention import LowRankMultiheadAttention
 from mlra.adapters.base import AdapterLayer
 from mlra.adapters.conv import LowRankConv
 from mlra.adapters.embedding import LowRankEmbedding
@@ -32,6 +33,7 @@ __all__ = [
     "LowRankConv1D",
     "LowRankEmbedding",
     "LowRankLinear",
+    "LowRankMultiheadAttention",
     "active_adapters",
     "adapter_modules",
     "adapter_names",

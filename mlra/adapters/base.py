@@ -5,7 +5,8 @@
 The base layer stays untouched (``base_layer``), so its weights, flags and state-dict entries are
 the user's own. Adapters live in ``ModuleDict``s keyed by name (PEFT's layout: ``lora_A.<name>``,
 ``lora_B.<name>``), each with its frozen :class:`AdapterSpec`. A kind (linear, conv, embedding)
-says only how A and B are shaped, how ``B A x`` is computed and how ``B A`` looks as a weight.
+says only how A and B are shaped, how ``B A x`` is computed and how ``B A`` looks as a weight
+(attention: attention.py, which adapts two weights).
 
 ``weight`` and ``bias`` read the base layer's own tensors (what code that asks for a dtype or a
 device wants); layers whose parent computes with them directly are refused by ``add_adapter``.
@@ -86,6 +87,16 @@ class AdapterLayer(nn.Module):
     def delta(self, name: str) -> torch.Tensor:
         """``B A`` of adapter ``name`` laid out like the base weight, in float32 (unscaled)."""
         raise NotImplementedError
+
+    @classmethod
+    def base_tensors(cls, base: nn.Module) -> dict[str, torch.Tensor]:
+        """The base layer's tensors that an adapter's update is relative to (what the base
+        fingerprint hashes): its weight, and its bias if it has one."""
+        tensors = {"weight": tensor_of(base)}
+        bias = getattr(base, "bias", None)
+        if isinstance(bias, torch.Tensor):
+            tensors["bias"] = bias
+        return tensors
 
     def routed(self, x: torch.Tensor, route: LayerRoute) -> torch.Tensor:
         """Every row through its own adapter. Here: each used adapter over the whole input,
@@ -233,13 +244,27 @@ class AdapterLayer(nn.Module):
 
     # -- forward --------------------------------------------------------------------------------
 
-    def forward(self, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+    def _checked_request(self) -> Request | None:
+        """This forward's ``disabled``/``route`` setting; refused while adapters are merged."""
         request = self._current()
         if self.merged and request is not None:
             raise MergeError(
                 "adapters are merged into the base weights; call mlra.unmerge(model) before "
                 "using disabled() or route()"
             )
+        return request
+
+    def fused(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Base output plus active adapters in one step, where a kind can do that and nothing
+        could tell; None otherwise (the plain path below runs)."""
+        return None
+
+    def forward(self, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        request = self._checked_request()
+        if request is None and not self.merged and not args and not kwargs:
+            fused = self.fused(x)
+            if fused is not None:
+                return fused
         result: torch.Tensor = self.base_layer(x, *args, **kwargs)
         if self.merged or request is DISABLED:
             return result

@@ -15,7 +15,7 @@ from typing import TypedDict
 import torch
 from torch import nn
 
-from mlra.adapters.base import AdapterLayer, tensor_of
+from mlra.adapters.base import AdapterLayer
 from mlra.adapters.kinds import adapter_class
 from mlra.adapters.model import adapter_modules, lowrank_layers
 from mlra.errors import ConfigError, TargetNotFoundError
@@ -35,17 +35,13 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
 
 
 def _base_tensors(name: str, module: nn.Module) -> dict[str, torch.Tensor]:
+    kind = adapter_class(module)
     if isinstance(module, AdapterLayer):
-        tensors = {"weight": module.base_weight}
-        base = module.base_layer
-    elif adapter_class(module) is not None:
-        tensors = {"weight": tensor_of(module)}
-        base = module
+        tensors = type(module).base_tensors(module.base_layer) | {"weight": module.base_weight}
+    elif kind is not None:
+        tensors = kind.base_tensors(module)
     else:
         raise TargetNotFoundError(f"{name!r} is a {type(module).__name__}, not an adaptable layer")
-    bias = getattr(base, "bias", None)
-    if isinstance(bias, torch.Tensor):
-        tensors["bias"] = bias
     for key, t in tensors.items():
         if t.is_meta:
             raise ConfigError(

@@ -1,12 +1,14 @@
 """The adapter layer kinds, importable from their historical place.
 
 ``AdapterLayer`` (base.py) is the shared adapter-holding base; one small class per layer kind:
-``LowRankLinear`` and ``LowRankConv1D`` (linear.py), ``LowRankConv`` (conv.py) and
-``LowRankEmbedding`` (embedding.py). Request settings live in state.py.
+``LowRankLinear`` and ``LowRankConv1D`` (linear.py), ``LowRankConv`` (conv.py),
+``LowRankEmbedding`` (embedding.py) and ``LowRankMultiheadAttention`` (attention.py). Request
+settings live in state.py.
 """
 
 from __future__ import annotations
 
+from mlra.adapters.attention import LowRankMultiheadAttention
 from mlra.adapters.base import AdapterLayer
 from mlra.adapters.conv import LowRankConv
 from mlra.adapters.embedding import LowRankEmbedding
@@ -21,5 +23,6 @@ __all__ = [
     "LowRankConv1D",
     "LowRankEmbedding",
     "LowRankLinear",
+    "LowRankMultiheadAttention",
     "overrides",
 ]

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mlra.adapters.base import AdapterLayer, expand_rows, tensor_of
+from mlra.adapters.fused import FusedLowRankLinear
 from mlra.adapters.state import LayerRoute
 from mlra.errors import ConfigError
 
@@ -63,12 +64,39 @@ class LowRankLinear(AdapterLayer):
         output) when the dtypes agree; else PEFT's order (fp32 adapter on a half base)."""
         a, b = self.A(name), self.B(name)
         h: torch.Tensor = a(self.lora_dropout[name](x.to(a.weight.dtype)))  # [..., r]
-        if out.dtype != h.dtype:
+        if out.dtype != h.dtype or out.is_nested:  # (nested: nn.TransformerEncoder's padding)
             low: torch.Tensor = b(h)
             return out + low * coef
         flat = torch.addmm(out.reshape(-1, out.shape[-1]), h.reshape(-1, h.shape[-1]), b.weight.T,
                            alpha=coef)  # fmt: skip
         return flat.view(out.shape)
+
+    def fused(self, x: torch.Tensor) -> torch.Tensor | None:
+        """A training step through the base and one adapter as one autograd node (fused.py):
+        only for a plain ``nn.Linear`` without hooks (its forward is not called), one active
+        adapter without dropout, one dtype, no autocast and no compile (Inductor fuses itself)."""
+        base = self.base_layer
+        if (
+            not torch.is_grad_enabled()
+            or torch.compiler.is_compiling()
+            or type(base) is not nn.Linear
+            or _hooked(base)
+            or x.is_nested
+            or x.dim() < 2
+            or torch.is_autocast_enabled(x.device.type)
+        ):
+            return None
+        active = [(n, w) for n, w in self.active.items() if n in self.specs]
+        if len(active) != 1 or not isinstance(self.lora_dropout[active[0][0]], nn.Identity):
+            return None
+        name, w = active[0]
+        a, b = self.a_weight(name), self.b_weight(name)
+        if not x.dtype == base.weight.dtype == a.dtype:
+            return None
+        out: torch.Tensor = FusedLowRankLinear.apply(  # type: ignore[no-untyped-call]
+            x, base.weight, base.bias, a, b, w * self.scaling[name]
+        )
+        return out
 
     def routed(self, x: torch.Tensor, route: LayerRoute) -> torch.Tensor:
         """Every row through its own adapter in two batched matmuls (no loop over rows)."""
@@ -128,6 +156,20 @@ class LowRankLinear(AdapterLayer):
         for k, dropout in enumerate(used):
             out = torch.where((index == k).view(shape), dropout(rows), out)
         return out
+
+
+def _hooked(module: nn.Module) -> bool:
+    """Whether calling ``module`` would run hooks (its own or global ones) besides forward."""
+    own = module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+    glob = nn.modules.module
+    return bool(
+        own
+        or module._backward_pre_hooks
+        or glob._global_forward_hooks
+        or glob._global_forward_pre_hooks
+        or glob._global_backward_hooks
+        or glob._global_backward_pre_hooks
+    )
 
 
 class LowRankConv1D(LowRankLinear):

@@ -114,12 +114,14 @@ def add_adapter(
         module = model.get_submodule(full_name)
         if not isinstance(module, AdapterLayer):
             module = wrap(module).train(module.training)  # follow the model's mode
-            module.active = dict(before)
+            for layer in lowrank_layers(module).values():  # (an attention wraps its out_proj too)
+                layer.active = dict(before)
             _replace(model, full_name, module)
-        dtype = module.weight.dtype
-        if autocast_adapter_dtype and dtype in (torch.float16, torch.bfloat16):
-            dtype = torch.float32
-        module.add(name, spec, dtype)
+        for layer in lowrank_layers(module).values():
+            dtype = layer.weight.dtype
+            if autocast_adapter_dtype and dtype in (torch.float16, torch.bfloat16):
+                dtype = torch.float32
+            layer.add(name, spec, dtype)
     if not before:
         set_active(model, name)
     return targets
@@ -145,7 +147,7 @@ def remove_adapter(model: nn.Module, name: str) -> None:
     layers = adapter_modules(model, name)
     _refuse_if_merged(model, f"remove adapter {name!r}")
     saved = _saved_flags.get(model)
-    for full_name, layer in layers.items():
+    for full_name, layer in reversed(layers.items()):  # inner layers (out_proj) first
         layer.remove(name)
         if not layer.specs:
             _replace(model, full_name, layer.base_layer)
@@ -169,7 +171,7 @@ def unload(model: nn.Module, *, merge: bool = False) -> nn.Module:
     """
     if merge:
         _merge(model)
-    for full_name, layer in lowrank_layers(model).items():
+    for full_name, layer in reversed(lowrank_layers(model).items()):  # inner layers first
         if not merge:
             layer.unmerge()
         _replace(model, full_name, layer.base_layer)

@@ -51,6 +51,8 @@ def resolve_targets(model: nn.Module, spec: AdapterSpec) -> list[str]:
     for name, module in candidates.items():
         if not matches(name, spec.targets) or (spec.exclude and matches(name, spec.exclude)):
             continue
+        if any(name.startswith(c + ".") for c in chosen):
+            continue  # inside a chosen attention: its adapter covers out_proj already
         if adapter_class(module) is None:
             if isinstance(spec.targets, str):
                 continue  # a regex may sweep over containers; only its layer matches count

@@ -1,7 +1,7 @@
 """The table of cases: one tiny random-weight model per layer kind (no downloads).
 
 Each case builds its model from a seed (so "the same base" can be built twice), an input batch of
-three rows, and the targets to adapt, like PEFT's custom-model tests.
+three rows (in dimension ``batch_dim``), and the targets to adapt, like PEFT's custom-model tests.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ class Case:
     build: Callable[[], nn.Module]  # a fresh model with the same base weights every call
     inputs: Callable[[], torch.Tensor]  # three rows
     targets: tuple[str, ...]
+    batch_dim: int = 0  # where the rows are (1: a sequence-first model)
 
     def model(self) -> nn.Module:
         torch.manual_seed(0)
@@ -69,6 +70,24 @@ class Tokens(nn.Module):
         return self.lin(self.emb(x))  # type: ignore[no-any-return]
 
 
+class Attention(nn.Module):
+    """Batch-first self-attention (its adapter covers in_proj and out_proj), then a linear layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.lin = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(self.attn(x, x, x, need_weights=False)[0])  # type: ignore[no-any-return]
+
+
+def seq_first_encoder_layer() -> nn.Module:
+    """PyTorch's own encoder layer, sequence first: inputs are [sequence, batch, features]
+    (pre-norm, so that the output is not normalised: a loss on it has a gradient)."""
+    return nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, norm_first=True)
+
+
 def tiny_gpt2() -> nn.Module:
     from transformers import GPT2Config, GPT2Model
 
@@ -90,4 +109,8 @@ CASES = [
     Case("conv2d", CNN, _randn(3, 3, 6, 6), ("conv1", "conv2")),
     Case("conv1d", Signal, _randn(3, 4, 10), ("conv", "out")),
     Case("embedding", Tokens, _ids(40), ("emb", "lin")),
+    Case("attention", Attention, _randn(3, 5, 8), ("attn", "lin")),
+    Case(
+        "attention-seq-first", seq_first_encoder_layer, _randn(5, 3, 8), ("self_attn", "linear1"), 1
+    ),
 ]

@@ -34,6 +34,20 @@ def _randomise(model: nn.Module, seed: int = 1) -> None:
                     w.copy_(torch.randn(w.shape, generator=g).to(w.dtype) * 0.3)
 
 
+def _zero_attention_out_proj(model: nn.Module) -> None:
+    """Zero the out_proj adapters of every nn.MultiheadAttention (mlra's and PEFT's names alike).
+
+    PEFT 0.21 adds an attention's out_proj delta twice (its merge writes W + ΔW, then merges
+    out_proj again: huggingface/peft#3774), so PEFT's outputs equal mlra's only while that delta
+    is zero.
+    test_attention.py pins the difference; here the in_proj adapters and the format are compared.
+    """
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "base_layer.out_proj.lora_B." in name:
+                param.zero_()
+
+
 def _adapted(case: Case, *names: str) -> nn.Module:
     model = case.model()
     for i, name in enumerate(names or ("a",)):
@@ -78,18 +92,18 @@ def test_merge_equals_unmerged_and_unmerge_is_bit_exact(case: Case) -> None:
 def test_routed_rows_equal_each_row_alone(case: Case) -> None:
     model = _adapted(case, "a", "b")
     x = case.inputs()
-    rows = ["b", None, "a"]
+    rows, dim = ["b", None, "a"], case.batch_dim
     with torch.no_grad():
-        with mlra.route(model, rows):
+        with mlra.route(model, rows, batch_dim=dim):
             mixed = case.out(model, x)
         for i, name in enumerate(rows):
             if name is None:
                 with mlra.disabled(model):
-                    alone = case.out(model, x[i : i + 1])
+                    alone = case.out(model, x.narrow(dim, i, 1))
             else:
                 mlra.set_active(model, name)
-                alone = case.out(model, x[i : i + 1])
-            torch.testing.assert_close(mixed[i : i + 1], alone, atol=1e-5, rtol=1e-5)
+                alone = case.out(model, x.narrow(dim, i, 1))
+            torch.testing.assert_close(mixed.narrow(dim, i, 1), alone, atol=1e-5, rtol=1e-5)
 
 
 @cases
@@ -105,6 +119,7 @@ def test_save_and_load_give_the_same_outputs(case: Case, tmp_path: Path) -> None
 @cases
 def test_an_mlra_artifact_loads_in_peft_with_the_same_outputs(case: Case, tmp_path: Path) -> None:
     model = _adapted(case)
+    _zero_attention_out_proj(model)
     mlra.save_adapter(model, "a", tmp_path / "a")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # PEFT: "fan_in_fan_out is set to True" and the like
@@ -121,10 +136,13 @@ def test_a_peft_adapter_loads_in_mlra_with_the_same_outputs(case: Case, tmp_path
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         theirs = peft.get_peft_model(case.model(), config).eval()
+    _zero_attention_out_proj(theirs)
     theirs.save_pretrained(tmp_path / "p")
     ours = case.model()
-    with pytest.warns(UserWarning, match="no manifest"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         mlra.load_adapter(ours, tmp_path / "p", strict=False)
+    assert any("no manifest" in str(w.message) for w in caught)
     with torch.no_grad():
         reference = case.out(theirs)
         torch.testing.assert_close(case.out(ours), reference, atol=1e-6, rtol=1e-6)
@@ -150,6 +168,7 @@ def test_half_precision_bases_get_float32_adapters_and_equal_peft(
     model = case.model().to(dtype)
     mlra.add_adapter(model, "a", _spec(case))
     _randomise(model)
+    _zero_attention_out_proj(model)
     assert {p.dtype for p in mlra.adapter_parameters(model, "a")} == {torch.float32}
     mlra.save_adapter(model, "a", tmp_path / "a")
     with warnings.catch_warnings():
@@ -182,11 +201,9 @@ def test_a_meta_device_model_refuses_hashing_then_initialises_after_to_empty(
         mlra.reset_adapter_parameters(model, "a")
     model.to_empty(device="cpu")
     with torch.no_grad():
-        for name, layer in mlra.adapters.lowrank_layers(model).items():
-            layer.base_layer.load_state_dict(reference.get_submodule(name).state_dict())
-        for key, value in reference.state_dict().items():
-            if key in model.state_dict():
-                model.state_dict()[key].copy_(value)
+        for key, value in reference.state_dict().items():  # every base tensor by its own name
+            module, _, attr = key.rpartition(".")
+            getattr(model.get_submodule(module), attr).copy_(value)
     mlra.reset_adapter_parameters(model, "a")
     with torch.no_grad():
         assert torch.equal(case.out(model), case.out(reference))

@@ -75,3 +75,43 @@ def test_unload_restores_flags(tiny_mlp) -> None:  # type: ignore[no-untyped-def
     mlra.mark_trainable(tiny_mlp, "a")
     mlra.unload(tiny_mlp)
     assert all(p.requires_grad for p in tiny_mlp.parameters())
+
+
+@pytest.mark.parametrize("base_trainable", [False, True], ids=["frozen-base", "trained-base"])
+def test_the_fused_training_step_equals_the_plain_one(base_trainable: bool) -> None:
+    """A training step through a plain nn.Linear and one adapter runs as one autograd node
+    (mlra/adapters/fused.py); a forward hook on the base layer forces the plain path, which it
+    must equal: output and every gradient (input, base weight and bias, A, B)."""
+    from ..conftest import make_tiny_bert
+    from .test_kinds import _randomise
+
+    def step(hooked: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor], str]:
+        model = make_tiny_bert().train()
+        mlra.add_adapter(model, "a", AdapterSpec(rank=4, alpha=8, targets=["query", "value"]))
+        mlra.set_active(model, {"a": 0.5})
+        _randomise(model)
+        for p in model.parameters():
+            p.requires_grad_(base_trainable)
+        for p in mlra.adapter_parameters(model, "a"):
+            p.requires_grad_(True)
+        if hooked:
+            for layer in mlra.adapters.lowrank_layers(model).values():
+                layer.base_layer.register_forward_hook(lambda *args: None)
+        query = model.encoder.layer[0].attention.self.query
+        embeddings = torch.randn(2, 6, 32, generator=torch.Generator().manual_seed(1))
+        embeddings.requires_grad_(True)
+        out = model(inputs_embeds=embeddings).last_hidden_state
+        out.pow(2).mean().backward()
+        grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+        assert embeddings.grad is not None
+        grads["inputs_embeds"] = embeddings.grad
+        return out, grads, type(query(torch.zeros(1, 32)).grad_fn).__name__
+
+    fused, fused_grads, fused_node = step(hooked=False)
+    plain, plain_grads, plain_node = step(hooked=True)
+    assert fused_node == "FusedLowRankLinearBackward" and plain_node != fused_node
+    torch.testing.assert_close(fused, plain, atol=1e-6, rtol=1e-6)
+    assert fused_grads.keys() == plain_grads.keys()
+    assert any("base_layer.weight" in n for n in fused_grads) == base_trainable
+    for name, grad in fused_grads.items():
+        torch.testing.assert_close(grad, plain_grads[name], atol=1e-6, rtol=1e-5, msg=name)
