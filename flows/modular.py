@@ -35,6 +35,7 @@ def run_modules(
     """Train, evaluate, register, gate and promote the due modules; record the bundle."""
     from mlra.registry import CHAMPION
 
+    summary.tracking_uri = steps.registry_for(p).location
     by_domain = modules.feedback_rows_by_domain(p)
     verdicts = modules.modules_due(p, by_domain)
     summary.modules = [

@@ -41,7 +41,7 @@ from mlra.evaluation import (
 if TYPE_CHECKING:
     from mlra.classifier import SentenceClassifier
     from mlra.config import DataParams, EvaluateParams, ModulesParams
-    from mlra.promotion import GateResult
+    from mlra.governance import GateResult
 
 __all__ = [
     "BASE",
@@ -167,7 +167,7 @@ def bundle_gates(
     - ``router_accuracy``: on each router domain, at least ``mp.router.min_accuracy``.
 
     A domain with fewer than ``min_slice_support`` golden rows is reported but not gated."""
-    from mlra.promotion import GateResult
+    from mlra.governance import GateResult
 
     data = result.to_dict() if isinstance(result, EvaluationResult) else result
     info = data.get("info") or {}

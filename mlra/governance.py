@@ -9,11 +9,17 @@ must point. Promotion decides from that state; the registry's tags and model car
 projection for the UI (:func:`project_tags`), and :func:`reconcile` lists every place where the
 live registry disagrees with it — an alias moved by hand, a version copied or registered outside
 mlra, a tag edited or deleted, a version deleted, the trail switched or emptied.
+
+Modules (docs/modules.md) are registered models of their own, replayed the same way; the
+``bundle`` records say which module champions and which router served from when
+(:class:`BundleRecord`, :func:`bundle_at`), and :func:`bundle_findings` lists a bundle record that
+no longer matches the module champions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -24,16 +30,34 @@ __all__ = [
     "CHAMPION",
     "GATES",
     "Approval",
+    "BundleRecord",
     "Finding",
+    "GateResult",
     "LiveVersion",
     "ModelState",
     "VersionState",
+    "bundle_at",
+    "bundle_findings",
+    "bundle_history",
     "key_identity",
     "project_tags",
     "reconcile",
     "replay",
     "version_label",
 ]
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """One gate's verdict on a version (or a bundle) and why."""
+
+    name: str
+    passed: bool
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{'pass' if self.passed else 'FAIL'} {self.name}: {self.detail}"
+
 
 CHAMPION: Final = "champion"
 CHALLENGER: Final = "challenger"
@@ -366,3 +390,88 @@ def _tag_value(value: str) -> str:
 def _short(value: str | None) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "…'"
+
+
+# -- bundles (docs/modules.md) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BundleRecord:
+    """One ``bundle`` record: the module champions and the router that served from its time on."""
+
+    number: int
+    time: str
+    actor: str
+    reason: str
+    modules: dict[str, dict[str, Any]]  # module -> {model, version (None: base), adapter_sha256}
+    router: dict[str, Any] | None  # {sha256, run_id, artifact_uri}; None: no router yet
+    seq: int
+
+    @classmethod
+    def from_record(cls, r: AuditRecord) -> BundleRecord:
+        return cls(
+            number=int(r.subject["bundle"]),
+            time=r.time,
+            actor=r.actor,
+            reason=str(r.details.get("reason", "")),
+            modules=dict(r.details.get("modules", {})),
+            router=r.details.get("router"),
+            seq=r.seq,
+        )
+
+    def versions(self) -> dict[str, str | None]:
+        """module -> champion version (None: the module has none, its rows go to the base)."""
+        return {m: (None if e.get("version") is None else str(e["version"]))
+                for m, e in self.modules.items()}  # fmt: skip
+
+    def __str__(self) -> str:
+        parts = [f"{m} {version_label(v)}" for m, v in self.versions().items()]
+        router = self.router["sha256"][:12] if self.router else "none"
+        return f"bundle {self.number} ({self.time[:19]}): {', '.join(parts)}; router {router}"
+
+
+def bundle_history(records: Iterable[AuditRecord], name: str) -> list[BundleRecord]:
+    """Every bundle record of the model family ``name`` (``registry.model_name``), in order."""
+    return [
+        BundleRecord.from_record(r)
+        for r in records
+        if r.action == "bundle" and r.subject.get("name") == name
+    ]
+
+
+def bundle_at(
+    records: Iterable[AuditRecord], name: str, when: dt.datetime | None = None
+) -> BundleRecord | None:
+    """The bundle that served at ``when`` (default: now): the last record at or before it."""
+    found = None
+    for b in bundle_history(records, name):
+        if when is not None and dt.datetime.fromisoformat(b.time) > when:
+            break
+        found = b
+    return found
+
+
+def bundle_findings(records: Sequence[AuditRecord]) -> list[Finding]:
+    """Where the newest bundle record of each model family disagrees with the module champions
+    that the trail gives (a champion moved and no bundle was recorded after it): one finding per
+    module. ``records`` must come from a verified trail."""
+    newest: dict[str, BundleRecord] = {}
+    for r in records:
+        if r.action == "bundle":
+            newest[str(r.subject.get("name"))] = BundleRecord.from_record(r)
+    found = []
+    for last in newest.values():
+        for module, entry in last.modules.items():
+            recorded = None if entry.get("version") is None else str(entry["version"])
+            champion = replay(records, str(entry.get("model"))).champion
+            if champion != recorded:
+                found.append(
+                    Finding(
+                        "bundle",
+                        f"bundle {last.number} {module}",
+                        f"records {version_label(recorded)}, but the trail's champion of "
+                        f"{entry.get('model')} is {version_label(champion)}: run "
+                        "`mlra bundle record --by NAME --reason TEXT`",
+                    )
+                )
+    return found

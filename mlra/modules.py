@@ -16,15 +16,20 @@ experiment, and the bundle record names its sha256; fetching it verifies that ha
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from mlra.audit import AuditRecord, Trail, default_trail
 from mlra.errors import ConfigError, IntegrityError
-from mlra.governance import Finding, replay, version_label
+from mlra.governance import (
+    BundleRecord,
+    bundle_at,
+    bundle_findings,
+    bundle_history,
+    replay,
+)
 
 if TYPE_CHECKING:
     from mlra.config import Params
@@ -198,62 +203,6 @@ def fetch_router(registry: Registry, router: Mapping[str, Any], dst: str | Path)
 # -- the bundle record -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class BundleRecord:
-    """One ``bundle`` record: the module champions and the router that served from its time on."""
-
-    number: int
-    time: str
-    actor: str
-    reason: str
-    modules: dict[str, dict[str, Any]]  # module -> {model, version (None: base), adapter_sha256}
-    router: dict[str, Any] | None  # {sha256, run_id, artifact_uri}; None: no router yet
-    seq: int
-
-    @classmethod
-    def from_record(cls, r: AuditRecord) -> BundleRecord:
-        return cls(
-            number=int(r.subject["bundle"]),
-            time=r.time,
-            actor=r.actor,
-            reason=str(r.details.get("reason", "")),
-            modules=dict(r.details.get("modules", {})),
-            router=r.details.get("router"),
-            seq=r.seq,
-        )
-
-    def versions(self) -> dict[str, str | None]:
-        """module -> champion version (None: the module has none, its rows go to the base)."""
-        return {m: (None if e.get("version") is None else str(e["version"]))
-                for m, e in self.modules.items()}  # fmt: skip
-
-    def __str__(self) -> str:
-        parts = [f"{m} {version_label(v)}" for m, v in self.versions().items()]
-        router = self.router["sha256"][:12] if self.router else "none"
-        return f"bundle {self.number} ({self.time[:19]}): {', '.join(parts)}; router {router}"
-
-
-def bundle_history(records: Iterable[AuditRecord], name: str) -> list[BundleRecord]:
-    """Every bundle record of the model family ``name`` (``registry.model_name``), in order."""
-    return [
-        BundleRecord.from_record(r)
-        for r in records
-        if r.action == "bundle" and r.subject.get("name") == name
-    ]
-
-
-def bundle_at(
-    records: Iterable[AuditRecord], name: str, when: dt.datetime | None = None
-) -> BundleRecord | None:
-    """The bundle that served at ``when`` (default: now): the last record at or before it."""
-    found = None
-    for b in bundle_history(records, name):
-        if when is not None and dt.datetime.fromisoformat(b.time) > when:
-            break
-        found = b
-    return found
-
-
 def record_bundle(
     params: Params,
     actor: str,
@@ -297,32 +246,6 @@ def record_bundle(
         },
     )
     return BundleRecord.from_record(record)
-
-
-def bundle_findings(records: Sequence[AuditRecord]) -> list[Finding]:
-    """Where the newest bundle record of each model family disagrees with the module champions
-    that the trail gives (a champion moved and no bundle was recorded after it): one finding per
-    module. ``records`` must come from a verified trail."""
-    newest: dict[str, BundleRecord] = {}
-    for r in records:
-        if r.action == "bundle":
-            newest[str(r.subject.get("name"))] = BundleRecord.from_record(r)
-    found = []
-    for last in newest.values():
-        for module, entry in last.modules.items():
-            recorded = None if entry.get("version") is None else str(entry["version"])
-            champion = replay(records, str(entry.get("model"))).champion
-            if champion != recorded:
-                found.append(
-                    Finding(
-                        "bundle",
-                        f"bundle {last.number} {module}",
-                        f"records {version_label(recorded)}, but the trail's champion of "
-                        f"{entry.get('model')} is {version_label(champion)}: run "
-                        "`mlra bundle record --by NAME --reason TEXT`",
-                    )
-                )
-    return found
 
 
 def load_bundle(

@@ -38,6 +38,7 @@ from mlra.governance import (
     CHAMPION,
     GATES,
     Finding,
+    GateResult,
     ModelState,
     VersionState,
     key_identity,
@@ -64,13 +65,6 @@ __all__ = [
 ]
 
 AUTOMATIC: Final = "policy:automatic"
-
-
-@dataclass(frozen=True)
-class GateResult:
-    name: str
-    passed: bool
-    detail: str
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from mlra.data.ingest import IngestResult
     from mlra.data.splits import PrepareResult
     from mlra.evaluation import EvaluationResult
-    from mlra.promotion import GateResult
+    from mlra.governance import GateResult
     from mlra.registry import Registry
     from mlra.training import TrainResult
     from mlra.training.modular import ModularTrainResult
@@ -390,7 +390,9 @@ class BundleEvaluation:
         return [
             {"slice": sl.name + (" (few rows in a class)" if sl.noisy else ""),
              "rows": sl.scores["candidate"].support,
-             **{f"{m} macro-F1": round(sl.scores[m].macro_f1, 3) for m in self.result.models}}
+             **{f"{m} macro-F1": round(sl.scores[m].macro_f1, 3) for m in self.result.models},
+             **{f"Δ vs {m}": round(d, 3) for m in ("base", "champion")
+                if (d := sl.delta(m)) is not None}}
             for sl in self.result.slices.values()
         ]  # fmt: skip
 

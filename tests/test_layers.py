@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
         "mlra.signing",
         "mlra.base_model",
         "mlra.classifier",
+        "mlra.router",  # the learned router: a linear layer over frozen features
         "mlra.metrics",
         "mlra.candidate",
         "mlra.audit",
@@ -38,9 +39,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("mlra.data",),  # ingest, prepare
     ("mlra.validation", "mlra._validation_html"),  # validate
     ("mlra.training",),  # train
-    ("mlra.evaluation",),  # evaluate
+    ("mlra.evaluation", "mlra.bundle", "mlra.bundle_eval"),  # evaluate (the bundle: what serves)
     ("mlra.registry",),  # register
     ("mlra.promotion",),  # gates, approval, promotion, rollback
+    ("mlra.modules",),  # modules governed one by one, and the bundle record
     ("mlra.steps", "mlra.demo"),  # the steps over all of them
     ("mlra.cli",),  # the command
 ]

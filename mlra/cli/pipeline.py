@@ -166,6 +166,8 @@ def _print_summary(console: Any, s: dict[str, Any], seconds: float) -> None:
         f"{ingested.get('quarantined', 0)} quarantined; {s['feedback_rows']} accepted feedback "
         f"rows in all; validation {s['validation']}"
     )
+    if s.get("modules"):
+        _print_modules(console, s)
     if s["version"]:
         console.print(
             f"registered: {s['model']} v{s['version']} (run {s['run_id']}); champion "
@@ -178,10 +180,11 @@ def _print_summary(console: Any, s: dict[str, Any], seconds: float) -> None:
         ("status", "mlra status"),
         ("audit trail", "mlra audit verify; mlra audit show"),
         ("MLflow UI", mlflow_link(s["tracking_uri"], s["model"], s["version"] or "1")
-         if s["version"] else f"mlflow ui --backend-store-uri {s['tracking_uri']}"),
+         if s["version"] else f"mlra ui (serves {s['tracking_uri']})"),
         ("Prefect UI", os.environ.get("PREFECT_API_URL", "").removesuffix("/api")
          or f"PREFECT_HOME={prefect_home} prefect server start, then http://127.0.0.1:4200"),
-        ("evaluation", "metrics/eval.md, plots/*.png"),
+        ("evaluation", "metrics/modules/*.md, plots/modules/*/*.png" if s.get("modules")
+         else "metrics/eval.md, plots/*.png"),
         ("validation", str(s["validation_report"] or "").replace("report.json", "report.html")),
     ]  # fmt: skip
     for key, value in looks:
@@ -191,6 +194,42 @@ def _print_summary(console: Any, s: dict[str, Any], seconds: float) -> None:
             f"\nv{s['version']} waits for a person: `mlra approve {s['version']} --by NAME "
             "--reason TEXT` approves and promotes it"
         )
+
+
+def _print_modules(console: Any, s: dict[str, Any]) -> None:
+    """The modular retrain's modules, one row each, and the bundle that serves now."""
+    from rich.table import Table
+
+    from mlra.governance import version_label
+
+    table = Table(title="modules (each its own registered model)")
+    for column in ("module", "due", "version", "base", "champion", "new", "outcome", "serving"):
+        table.add_column(
+            column, justify="right" if column in ("base", "champion", "new") else "left"
+        )
+    for row in s["modules"]:
+        f1 = row.get("macro-F1") or {}
+        table.add_row(
+            row["module"],
+            ("yes: " if row["due"] else "no: ") + row["why"],
+            version_label(row.get("version")) if row.get("version") else "",
+            *(f"{f1[k]:.3f}" if k in f1 else "" for k in ("base", "champion", "candidate")),
+            row.get("outcome", ""),
+            f"{row.get('champion_before', '')} → {row.get('champion_after', '')}",
+        )
+    console.print("macro-F1 on each module's own golden slice (base, champion, new version)")
+    console.print(table)
+    for gate in s.get("bundle_gates") or []:
+        console.print(f"bundle gate: {gate}")
+    console.print(f"serving: {s.get('bundle') or 'unchanged'}")
+    model = s.get("model") or "MODEL"
+    for row in s["modules"]:
+        if row.get("outcome") == "awaiting_approval":
+            console.print(
+                f"{row['module']} v{row['version']} waits for a person: `mlra approve "
+                f"{row['version']} --module {row['module']} --by NAME --reason TEXT` "
+                f"promotes it ({model}.{row['module']})"
+            )
 
 
 def _schedule(args: argparse.Namespace) -> int:
