@@ -5,7 +5,9 @@ packaged base model, one prediction).
 
 The project is built here: the packaged MiniLM with an adapter, registered on an embedded SQLite
 store, promoted by the automatic policy. Each command runs ``cli_rounds`` times; the figure is the
-median wall time in seconds (not a ratio: the targets are absolute, what a person waits).
+median wall time in seconds (not a ratio: the targets are absolute, what a person waits). On this
+store ``status`` and ``predict`` read the registry without importing MLflow
+(:mod:`mlra.registry.embedded`); what remains of ``predict`` is mostly torch and transformers.
 """
 
 from __future__ import annotations

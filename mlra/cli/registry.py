@@ -159,12 +159,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=_status)
 
 
-def _registry(args: argparse.Namespace) -> Registry:
+def _registry(args: argparse.Namespace, read_only: bool = False) -> Registry:
+    """The registry of params.yaml's ``registry`` section. ``read_only`` (a command that writes
+    nothing: status, predict) lets an embedded store be read without importing MLflow."""
     from mlra.registry import Registry, registry_params
 
     settings = registry_params(args.params)
     return Registry(
-        args.tracking_uri, model=settings["model_name"], experiment=settings["experiment"]
+        args.tracking_uri,
+        model=settings["model_name"],
+        experiment=settings["experiment"],
+        read_only=read_only,
     )
 
 
@@ -343,7 +348,7 @@ def _predict(args: argparse.Namespace) -> int:
     from mlra.classifier import predict
     from mlra.data import LABELS
 
-    registry = _registry(args)
+    registry = _registry(args, read_only=True)
     version = registry.resolve(args.alias, args.model_version)
     with tempfile.TemporaryDirectory(prefix="mlra-predict-") as tmp:
         model, tokenizer, fetched = registry.load_model(version, tmp)
@@ -375,7 +380,7 @@ def _status(args: argparse.Namespace) -> int:
     from mlra.governance import version_label
     from mlra.promotion import status
 
-    info = status(_registry(args))
+    info = status(_registry(args, read_only=True))
     audit = info["audit"]
     last = info["last_run"]
     rows = [

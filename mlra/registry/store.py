@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -119,6 +120,8 @@ class Registry:
     ``tracking_uri`` defaults to ``$MLFLOW_TRACKING_URI`` or the project's SQLite file; ``model``
     and ``experiment`` to :data:`DEFAULT_MODEL` / :data:`DEFAULT_EXPERIMENT` (params.yaml's
     ``registry`` section when the CLI builds it); ``trail`` to :func:`mlra.audit.default_trail`.
+    ``read_only``: the caller only reads (``mlra status``, ``mlra predict``); an embedded SQLite
+    store is then read without MLflow (:mod:`mlra.registry.embedded`), checked exactly as before.
     """
 
     def __init__(
@@ -129,6 +132,7 @@ class Registry:
         experiment: str = DEFAULT_EXPERIMENT,
         trail: Trail | None = None,
         artifact_root: str | os.PathLike[str] | None = None,
+        read_only: bool = False,
     ) -> None:
         from mlra._env import artifact_root as default_artifact_root
         from mlra._env import tracking_uri as default_tracking_uri
@@ -138,7 +142,9 @@ class Registry:
         self.experiment = check_text("the experiment name", experiment)
         self.trail: Trail = trail if trail is not None else default_trail()
         self.artifact_root = Path(artifact_root or default_artifact_root()).resolve()
+        self.read_only = read_only
         self._client: MlflowClient | None = None
+        self._reader: Any = None
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -160,6 +166,20 @@ class Registry:
                 tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
             )
         return self._client
+
+    @property
+    def _reads(self) -> Any:
+        """What answers reads: MLflow's client, or, for a ``read_only`` registry on an embedded
+        SQLite store of a known schema, the file read directly (:mod:`mlra.registry.embedded`:
+        no MLflow import, ~2 s less for ``mlra status`` and ``mlra predict``)."""
+        if self._reader is None:
+            if self.read_only:
+                from mlra.registry.embedded import open_embedded
+
+                self._reader = open_embedded(self.tracking_uri)
+            if self._reader is None:
+                self._reader = self.client
+        return self._reader
 
     def exists(self) -> bool:
         """False for an embedded SQLite store that has not been created yet (nothing to read)."""
@@ -266,11 +286,9 @@ class Registry:
     def _check_trail_tag(self) -> None:
         """The registry names the trail its records went to; writing to another one would fork
         the history, so a mismatch stops every mutation (``mlra repair`` resets the tag)."""
-        from mlflow.exceptions import MlflowException
-
         try:
-            tags = self.client.get_registered_model(self.model).tags
-        except MlflowException as exc:
+            tags = self._reads.get_registered_model(self.model).tags
+        except Exception as exc:  # MLflow's (or the embedded store's) error
             if _absent(exc):
                 return
             raise
@@ -303,10 +321,10 @@ class Registry:
 
     def last_run(self) -> dict[str, Any] | None:
         """The newest run of the experiment: id, name, status, start time (UTC)."""
-        found = self.client.get_experiment_by_name(self.experiment)
+        found = self._reads.get_experiment_by_name(self.experiment)
         if found is None:
             return None
-        runs = self.client.search_runs(
+        runs = self._reads.search_runs(
             [found.experiment_id], order_by=["attributes.start_time DESC"], max_results=1
         )
         if not runs:
@@ -409,11 +427,9 @@ class Registry:
 
     def version(self, version: str | int) -> ModelVersion:
         """The model version ``version``; ConfigError naming the versions there are if absent."""
-        from mlflow.exceptions import MlflowException
-
         try:
-            return self.client.get_model_version(self.model, str(version))
-        except MlflowException as exc:
+            found: ModelVersion = self._reads.get_model_version(self.model, str(version))
+        except Exception as exc:  # MLflow's (or the embedded store's) error
             if not _absent(exc):
                 raise
             known = [mv.version for mv in self.versions()] if self.exists() else []
@@ -421,14 +437,13 @@ class Registry:
                 f"no version {version!r} of model {self.model!r} in {self.location}; "
                 f"versions: {', '.join(map(str, known)) or 'none yet'}"
             ) from None
+        return found
 
     def versions(self) -> list[ModelVersion]:
         """Every version of the model, oldest first (empty when the model does not exist)."""
-        from mlflow.exceptions import MlflowException
-
         try:
-            found = self.client.search_model_versions(f"name = '{_quote(self.model)}'")
-        except MlflowException as exc:
+            found = self._reads.search_model_versions(f"name = '{_quote(self.model)}'")
+        except Exception as exc:  # MLflow's (or the embedded store's) error
             if _absent(exc):
                 return []
             raise
@@ -436,11 +451,9 @@ class Registry:
 
     def alias(self, alias: str) -> str | None:
         """The version behind ``alias`` as a string (SQLite gives ints, HTTP strings), or None."""
-        from mlflow.exceptions import MlflowException
-
         try:
-            model = self.client.get_registered_model(self.model)
-        except MlflowException as exc:
+            model = self._reads.get_registered_model(self.model)
+        except Exception as exc:  # MLflow's (or the embedded store's) error
             if _absent(exc):
                 return None
             raise  # the store is unreachable or failing: not the same as "no such alias"
@@ -480,11 +493,9 @@ class Registry:
         registry names: a mismatch of trails is reported by :meth:`state`, never skipped."""
         if not self.exists():
             return {}
-        from mlflow.exceptions import MlflowException
-
         try:
-            model = self.client.get_registered_model(self.model)
-        except MlflowException as exc:
+            model = self._reads.get_registered_model(self.model)
+        except Exception as exc:  # MLflow's (or the embedded store's) error
             if _absent(exc):
                 return {}
             raise
@@ -502,17 +513,11 @@ class Registry:
         trail, not against registry tags: every file against the manifest (``inspect_adapter``),
         the manifest's sha256 and base fingerprint, and the artifact's signature by the key the
         record names. Raises :class:`~mlra.errors.IntegrityError` naming what differs."""
-        import mlflow
-
         from mlra.artifact import inspect_adapter
 
         mv = self.version(version)
         vs = self._registered(mv.version, state)
-        path = Path(
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=mv.source, dst_path=str(dst), tracking_uri=self.tracking_uri
-            )
-        )
+        path = self._download(str(mv.source), Path(dst))
         try:
             manifest = inspect_adapter(path)
         except IntegrityError as exc:
@@ -531,12 +536,28 @@ class Registry:
         _verify_signature(path, mv.version, vs.details.get("signature"))
         return Fetched(str(mv.version), path, manifest, True)
 
+    def _download(self, source: str, dst: Path) -> Path:
+        """``source`` (a version's artifact folder) copied into ``dst``; its local path. A local
+        folder read without MLflow copies it as MLflow's local artifact repository does."""
+        from mlra.registry.embedded import EmbeddedStore
+
+        local = _local_folder(source) if isinstance(self._reads, EmbeddedStore) else None
+        if local is not None:
+            target = dst / local.name
+            shutil.copytree(local, target, dirs_exist_ok=True)
+            return target
+        import mlflow
+
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=source, dst_path=str(dst), tracking_uri=self.tracking_uri
+            )
+        )
+
     def fetch_champion(self, folder: str | os.PathLike[str]) -> str | None:
         """Put the champion (by the trail; the alias must agree) into ``folder`` for evaluation,
         verified, with ``champion.json`` naming its version and adapter sha256 (what
         ``mlra evaluate`` records as ``champion_ref``). Clears the folder when none serves."""
-        import shutil
-
         target = Path(folder)
         shutil.rmtree(target / ADAPTER_DIR, ignore_errors=True)
         (target / "champion.json").unlink(missing_ok=True)
@@ -640,6 +661,18 @@ def _verify_signature(path: Path, version: object, signature: Any) -> None:
         raise IntegrityError(f"version {version}: {exc}") from exc
 
 
+def _local_folder(uri: str) -> Path | None:
+    """The folder a ``file://`` URI (no host) names when it exists; None for any other URI."""
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    parsed = urlparse(uri)
+    if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+        return None
+    folder = Path(url2pathname(parsed.path))  # as MLflow's local_file_uri_to_path
+    return folder if folder.is_dir() else None
+
+
 def _absent(exc: Exception) -> bool:
     """An MLflow error that says the model or version does not exist (not a failing store)."""
     return getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
@@ -690,6 +723,10 @@ def store_findings(trail: Trail, tracking_uri: str | None = None) -> list[Findin
             continue
         for f in Registry(tracking_uri, model=model.name, trail=trail).reconcile():
             found.append(Finding(f.kind, f"{model.name} {f.subject}", f.message))
+    if trail.exists() and trail.verify().intact:
+        from mlra.governance import bundle_findings
+
+        found += bundle_findings(trail.records())
     return found
 
 
