@@ -68,8 +68,11 @@ BAD: list[tuple[list[str], str]] = [
     (["demo", "--max-rows", "5"], "invalid value '5': expected an integer >= 10"),
     (["demo", "--seed", "-1"], "invalid value '-1'"),
     (["demo", "--domain", "mars"], "invalid domain 'mars'"),
+    (["bundle", "show", "--at", "last tuesday"], "--at must be an ISO 8601 date or time"),
+    (["bundle", "record", "--by", "", "--reason", "x"], "empty value ''"),
     # paths that must exist
     (["prepare", "--params", MISSING], f"no such file: '{MISSING}'"),
+    (["modules", "--params", MISSING], f"no such file: '{MISSING}'"),
     (["status", "--params", DIR], f"'{DIR}' is a folder: expected a file"),
     (["ingest", MISSING], f"no such file or folder: '{MISSING}'"),
     (["validate", "--prepared", MISSING], f"no such folder: '{MISSING}'"),

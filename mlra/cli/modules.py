@@ -125,17 +125,41 @@ def status_lines(params: Params, records: list[AuditRecord]) -> list[tuple[str, 
     out: list[tuple[str, str]] = [("modules", f"{params.modules.mode} mode")]
     for row in module_rows(params, records):
         waiting = ", ".join(f"v{v}" for v in row["awaiting_approval"])
+        count = row["versions"]
         out.append(
             (
                 f"  {row['module']}",
                 f"champion {version_label(row['champion'])}, challenger "
-                f"{version_label(row['challenger'])}, {row['versions']} versions"
+                f"{version_label(row['challenger'])}, {count} version{'' if count == 1 else 's'}"
                 + (f"; awaiting approval: {waiting}" if waiting else ""),
             )
         )
     bundle = bundle_at(records, params.registry.model_name)
     out.append(("bundle", str(bundle) if bundle else "none recorded yet"))
     return out
+
+
+def module_status(
+    params: Params, tracking_uri: str | None
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """``mlra status`` in modular mode: :func:`status_lines`, and every disagreement between the
+    trail and each module's registry (:meth:`Registry.reconcile`) or the last bundle record."""
+    from mlra.audit import default_trail
+    from mlra.governance import bundle_findings
+    from mlra.modules import model_name
+    from mlra.registry import Registry
+
+    trail = default_trail()
+    records = trail.records() if trail.exists() and trail.verify().intact else []
+    found: list[str] = []
+    for module in params.modules.names(params.data):
+        registry = Registry(tracking_uri, model=model_name(params, module),
+                            experiment=params.registry.experiment, trail=trail,
+                            read_only=True)  # fmt: skip
+        if registry.exists() and any(r.subject.get("model") == registry.model for r in records):
+            found += [f"{registry.model} {f}" for f in registry.reconcile()]
+    found += [str(f) for f in bundle_findings(records)]
+    return status_lines(params, records), found
 
 
 def _modules(args: argparse.Namespace) -> int:

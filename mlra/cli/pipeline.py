@@ -211,7 +211,12 @@ def _print_modules(console: Any, s: dict[str, Any]) -> None:
         f1 = row.get("macro-F1") or {}
         table.add_row(
             row["module"],
-            ("yes: " if row["due"] else "no: ") + row["why"],
+            ("yes" if row["due"] else "no")
+            + (
+                f" ({row['why']})"
+                if row["why"] in ("never trained", "its parameters changed")
+                else f" ({row['new_rows']} new)"
+            ),
             version_label(row.get("version")) if row.get("version") else "",
             *(f"{f1[k]:.3f}" if k in f1 else "" for k in ("base", "champion", "candidate")),
             row.get("outcome", ""),

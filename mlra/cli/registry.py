@@ -17,6 +17,7 @@ from mlra.cli import _args
 from mlra.errors import ConfigError
 
 if TYPE_CHECKING:
+    from mlra.config import Params
     from mlra.promotion import PromotionParams
     from mlra.registry import Registry
 
@@ -36,6 +37,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="MLflow store (default: $MLFLOW_TRACKING_URI, else .mlra/mlruns.db)",
     )
     common.add_argument("--json", action="store_true", help="end with one JSON line")
+    common.add_argument(
+        "--module",
+        type=_args.text,
+        default=None,
+        help="a module's own registered model (modules.mode modular; docs/modules.md)",
+    )
     actor = argparse.ArgumentParser(add_help=False)
     actor.add_argument(
         "--by",
@@ -150,6 +157,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         help="a version number",
     )
+    p.add_argument(
+        "--domain",
+        type=_args.text,
+        default=None,
+        help="modular mode: the texts' domain (its module answers); default: the router picks",
+    )
     p.add_argument("texts", nargs="+", type=_args.text, metavar="TEXT")
     p.set_defaults(func=_predict)
 
@@ -165,12 +178,26 @@ def _registry(args: argparse.Namespace, read_only: bool = False) -> Registry:
     from mlra.registry import Registry, registry_params
 
     settings = registry_params(args.params)
+    model = settings["model_name"]
+    if getattr(args, "module", None):
+        from mlra.config import load_params
+        from mlra.modules import model_name
+
+        model = model_name(load_params(args.params), args.module)  # unknown module: named
     return Registry(
-        args.tracking_uri,
-        model=settings["model_name"],
-        experiment=settings["experiment"],
-        read_only=read_only,
+        args.tracking_uri, model=model, experiment=settings["experiment"], read_only=read_only
     )
+
+
+def _record_bundle(args: argparse.Namespace, actor: str, reason: str) -> None:
+    """After a module's champion moved: the bundle record of what serves now."""
+    if not getattr(args, "module", None):
+        return
+    from mlra.config import load_params
+    from mlra.modules import record_bundle
+
+    bundle = record_bundle(load_params(args.params), actor, reason)
+    print(f"serving now: {bundle}")
 
 
 def _policy(args: argparse.Namespace) -> PromotionParams:
@@ -276,6 +303,7 @@ def _approve(args: argparse.Namespace) -> int:
         print(
             f"v{move.version} is champion of {registry.model} (was {version_label(move.previous)})"
         )
+        _record_bundle(args, args.by, f"{args.module} v{move.version} approved: {args.reason}")
         data["champion"] = move.version
     _emit(args, data)
     return 0
@@ -304,6 +332,7 @@ def _promote(args: argparse.Namespace) -> int:
         f"v{move.version} is champion of {registry.model} (was {previous}; approved by "
         f"{move.approver!r}; audit record {move.record.seq})"
     )
+    _record_bundle(args, _actor(args), f"{args.module} v{move.version} promoted")
     _emit(args, {"champion": move.version, "previous": move.previous, "seq": move.record.seq})
     return 0
 
@@ -317,6 +346,7 @@ def _rollback(args: argparse.Namespace) -> int:
         f"rolled back {registry.model}: champion is v{move.version} again (was v{move.previous};"
         f" audit record {move.record.seq})"
     )
+    _record_bundle(args, _actor(args), f"{args.module} rolled back: {args.reason}")
     _emit(args, {"champion": move.version, "previous": move.previous, "seq": move.record.seq})
     return 0
 
@@ -342,12 +372,47 @@ def _repair(args: argparse.Namespace) -> int:
     return 0 if not remaining else 1
 
 
+def _modular(args: argparse.Namespace) -> Params | None:
+    """params.yaml when it is in modular mode and no ``--module`` was named, else None."""
+    from mlra.config import load_params
+
+    params = load_params(args.params)
+    return params if params.modules.mode == "modular" and not args.module else None
+
+
+def _predict_bundle(args: argparse.Namespace, params: Params) -> int:
+    """The bundle that serves (by the trail, every part verified) answers each text."""
+    import tempfile
+
+    from mlra.modules import load_bundle
+
+    with tempfile.TemporaryDirectory(prefix="mlra-predict-") as tmp:
+        bundle, record = load_bundle(params, tmp)
+    print(f"{record}: every module and the router verified against the audit trail",
+          file=sys.stderr)  # fmt: skip
+    answer = bundle.predict(args.texts, [args.domain] * len(args.texts))
+    versions = record.versions()
+    rows = answer.rows()
+    for text, row in zip(args.texts, rows, strict=True):
+        module = row["module"]
+        served = f"{module} v{versions.get(module)}" if module else "base"
+        print(f"{row['label']}\t{served} ({row['how']})\t{text}")
+    _emit(args, {"bundle": record.number, "predictions": rows})
+    return 0
+
+
 def _predict(args: argparse.Namespace) -> int:
     import tempfile
 
     from mlra.classifier import predict
     from mlra.data import LABELS
 
+    params = _modular(args) if args.model_version is None and args.alias is None else None
+    if params is not None:
+        return _predict_bundle(args, params)
+    if args.domain is not None:
+        raise ConfigError("--domain routes a modular bundle; with --module, --version or "
+                          "--alias one model answers every text")  # fmt: skip
     registry = _registry(args, read_only=True)
     version = registry.resolve(args.alias, args.model_version)
     with tempfile.TemporaryDirectory(prefix="mlra-predict-") as tmp:
@@ -382,6 +447,13 @@ def _status(args: argparse.Namespace) -> int:
 
     info = status(_registry(args, read_only=True))
     audit = info["audit"]
+    params = _modular(args)
+    if params is not None:  # each module's registry reconciled too, and the bundle
+        from mlra.cli.modules import module_status
+
+        info["modules"], found = module_status(params, args.tracking_uri)
+        audit["findings"] += found
+        audit["intact"] = audit["intact"] and not found
     last = info["last_run"]
     rows = [
         (
@@ -394,6 +466,7 @@ def _status(args: argparse.Namespace) -> int:
         ("challenger", version_label(info["challenger"])),
         ("awaiting approval", ", ".join(f"v{v}" for v in info["awaiting_approval"]) or "none"),
         *[(f"  v{v}", standing) for v, standing in info["standing"].items()],
+        *(info.get("modules") or []),
         ("last run", f"{last['run_id']} {last['status']} {last['started']}" if last else "none"),
         (
             "audit trail",

@@ -104,3 +104,23 @@ def test_modules_retrain_promote_and_roll_back_one_by_one(project: Path) -> None
     assert torch.equal(back.probabilities, before.probabilities)  # v1 again, bit for bit
     assert modules.bundle_findings(default_trail().records()) == []
     assert default_trail().verify().intact
+
+    # 4. what operators see: each module and the bundle in `mlra status`; `mlra predict` routes
+    status = _cli(project, "status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert (
+        "  apple:" in status.stdout and "champion v1, challenger none, 2 versions" in status.stdout
+    )
+    assert "bundle:             bundle 4" in status.stdout
+    answer = _cli(project, "predict", "--domain", "claritin", "claritin works great for me")
+    assert answer.returncode == 0, answer.stderr
+    assert "\tclaritin v1 (domain)\tclaritin works great for me" in answer.stdout
+    assert "every module and the router verified" in answer.stderr
+
+
+def _cli(project: Path, *args: str) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "mlra.cli", *args], cwd=project,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
