@@ -311,7 +311,7 @@ def reject(registry: Registry, version: str | int, by: str, reason: str) -> Audi
         vs = _require_registered(state, v)
         if state.champion == v:
             raise PromotionRefused(
-                f"gate 'rejection'': v{v} is the champion; roll back (`mlra rollback`) instead"
+                f"gate 'rejection': v{v} is the champion; roll back (`mlra rollback`) instead"
             )
         record = registry.record(
             by,

@@ -27,7 +27,8 @@ _SERVER = "runs until stopped and needs a Prefect server; tests/services/ run on
 _DVC = "tests/test_dvc.py::test_repro_in_a_fresh_clone runs it in a fresh clone (git, DVC)"
 _DVC_ALL = "runs the train and evaluate stages too: minutes on the real base model"
 _MODULAR = (
-    "needs a project in modular mode (trained modules, a router, bundle records in the trail)"
+    "needs a project in modular mode (trained modules, a router, bundle records in the trail): "
+    "tests/flows/test_modular_retrain.py and tests/test_modules.py run these commands there"
 )
 NOT_HERE: dict[tuple[str, str], str] = {
     ("README.md", "make run"): "installs into .venv, then " + _MINUTES,
@@ -81,6 +82,15 @@ NOT_HERE: dict[tuple[str, str], str] = {
             "mlra rollback --module nfl --by oncall --reason bad answers in the field",
             "mlra status --module nfl",
             "from mlra.bundle import Bundle",
+        )
+    },
+    **{
+        ("README.md", line): _MODULAR
+        for line in (
+            "mlra modules",
+            "mlra bundle show --at 2026-12-01",
+            "mlra approve 3 --module nfl --by NAME --reason TEXT",
+            "mlra predict --domain nfl what a game",
         )
     },
 }

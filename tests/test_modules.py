@@ -163,6 +163,11 @@ def test_bundle_commands(store: dict[str, Any], tmp_path: Path) -> None:
     )
     assert recorded.returncode == 0, recorded.stderr
     assert "bundle 1" in recorded.stdout and "nfl v1" in recorded.stdout
+    listed = run_cli(["modules", "--params", str(path)])
+    assert listed.returncode == 0, listed.stderr
+    (nfl,) = [line for line in listed.stdout.splitlines() if line.startswith("nfl ")]
+    # registered here without a training pass: the trail has no training record of it
+    assert nfl.split()[1:3] == ["v1", "none"] and nfl.endswith("due: never trained")
     shown = run_cli(["bundle", "show", "--params", str(path)])
     assert shown.returncode == 0 and "nfl" in shown.stdout and "v1" in shown.stdout
     assert "none: requests must name their domain" in shown.stdout
