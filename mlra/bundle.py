@@ -13,7 +13,9 @@ One pass per batch: the encoder layers below every adapter run once, the router 
 features from them (when its layer is at or below them), and the upper layers run once for all
 rows under :func:`mlra.route` (row ``i`` through its own module). So a row's output does not
 depend on which other modules the bundle holds: replacing one module leaves the others' outputs
-bit-identical.
+bit-identical. Several bundles on one base (the evaluation's base, candidate and serving bundle)
+share that pass: :func:`mlra.bundle_pass.predict_together`, of which :meth:`Bundle.predict` is
+the one-bundle case.
 
 Each module folder is a candidate folder (:mod:`mlra.candidate`), verified strictly (file hashes
 and base fingerprint); the router folder is verified by :meth:`mlra.router.Router.load` (and its
@@ -217,7 +219,6 @@ class Bundle:
         module = self.router.modules.get(domain, domain)
         return (False, module) if module in self.heads else (True, None)
 
-    @torch.no_grad()
     def predict(
         self,
         texts: Sequence[str],
@@ -227,55 +228,37 @@ class Bundle:
         progress: Callable[[int], None] | None = None,
     ) -> BundlePrediction:
         """Classify ``texts`` (shortest first in batches of ``batch_size``, results in input
-        order). ``domains[i]`` names row ``i``'s domain, or None to let the router choose."""
-        from mlra.classifier import _length_order, batches
+        order). ``domains[i]`` names row ``i``'s domain, or None to let the router choose.
+        ``progress(n)``: ``n`` more rows done."""
+        from mlra.bundle_pass import predict_together
 
-        n = len(texts)
-        wanted = list(domains) if domains is not None else [None] * n
-        if len(wanted) != n:
-            raise ConfigError(f"predict() got {n} texts but {len(wanted)} domains")
-        if isinstance(batch_size, bool) or batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self.model.eval()
-        order = _length_order(self.tokenizer, texts, self.max_length) if n else []
-        device = next(self.model.parameters()).device
-        probs, conf = [torch.empty(0, len(self.labels))], [torch.empty(0)]
-        modules: list[str | None] = []
-        chosen: list[str | None] = []
-        how: list[str] = []
-        ordered = [texts[i] for i in order]
-        for start, batch in zip(range(0, n, batch_size),
-                                batches(self.tokenizer, ordered, batch_size, self.max_length),
-                                strict=True):  # fmt: skip
-            rows = [wanted[i] for i in order[start : start + batch_size]]
-            ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-            p, c, m, d, h = self._batch(ids, mask, rows)
-            probs.append(p)
-            conf.append(c)
-            modules, chosen, how = modules + m, chosen + d, how + h
-            if progress is not None:
-                progress(len(rows))
-        back = sorted(range(n), key=order.__getitem__)  # sorted position of each input row
-        probabilities = torch.cat(probs)[back]
-        return BundlePrediction(
-            labels=self.labels,
-            label=probabilities.argmax(-1),
-            probabilities=probabilities,
-            modules=[modules[k] for k in back],
-            domains=[chosen[k] for k in back],
-            confidence=torch.cat(conf)[back],
-            how=[how[k] for k in back],
-        )
+        return predict_together([(self, domains)], texts, batch_size, progress=progress)[0]
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights lie (batches go there)."""
+        return next(self.model.parameters()).device
 
     def _batch(
-        self, ids: torch.Tensor, mask: torch.Tensor, named: Sequence[str | None]
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        named: Sequence[str | None],
+        prefix: tuple[torch.Tensor, int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, list[str | None], list[str | None], list[str]]:
-        """One batch: (probabilities, confidence, module, domain, how) per row."""
+        """One batch: (probabilities, confidence, module, domain, how) per row. ``prefix``:
+        the hidden states after the first ``k`` encoder layers (``k`` at most the layers below
+        every adapter of this bundle), computed by a model with this base; else computed here."""
         import mlra
         from mlra.router import pooled_after
 
         model, shared = self.model, self._shared
-        hidden = model.hidden_after(ids, mask, shared) if shared else None
+        if prefix is None:
+            hidden = model.hidden_after(ids, mask, shared) if shared else None
+        else:
+            hidden, done = prefix
+            assert 0 < done <= shared, (done, shared)  # internal: predict_together's choice
+            hidden = model.hidden_between(hidden, mask, done, shared) if done < shared else hidden
         goes = [self.destination(d) for d in named]
         routed = [r for r, _ in goes]
         modules: list[str | None] = [m for _, m in goes]

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from mlra.bundle import Bundle, BundlePrediction
+from mlra.bundle_pass import predict_together
 from mlra.errors import ConfigError
 from mlra.evaluation import (
     EvaluationResult,
@@ -93,23 +94,30 @@ def evaluate_bundle(
     """Score base, the candidate bundle and (when ``current`` is given) the serving bundle on
     every golden slice, rows routed by each bundle's router. ``model``/``tokenizer`` default to
     the packaged MiniLM (a given model is copied for the serving bundle: each bundle holds its
-    own adapters)."""
+    own adapters). One pass over the golden rows: the frozen layers below every adapter run once
+    per batch for the three models (:func:`mlra.bundle_pass.predict_together`), each model's
+    predictions exactly what its own ``predict`` gives."""
     golden = golden_rows(data, ep, prepared_dir)
     spare = copy.deepcopy(model) if model is not None and current is not None else None
     new = candidate.load(mp, model, tokenizer, max_length)
     old = current.load(mp, spare, tokenizer, max_length) if current is not None else None
+    if old is not None and old.labels != new.labels:
+        raise ConfigError(f"the serving bundle predicts {list(old.labels)}, the new one "
+                          f"{list(new.labels)}: they cannot be compared")  # fmt: skip
     texts, domain = list(golden["text"]), list(golden["domain"])
     truth = label_indices(golden["label"], new.labels)
-    passes = 3 if old is not None else 2
-    with _progress(len(texts) * passes, f"evaluating {passes} models on the golden sets") as step:
-        base = new.predict(texts, [new.source_domain] * len(texts), ep.batch_size, progress=step)
-        served = {"candidate": new.predict(texts, None, ep.batch_size, progress=step)}
-        if old is not None:
-            if old.labels != new.labels:
-                raise ConfigError(f"the serving bundle predicts {list(old.labels)}, the new one "
-                                  f"{list(new.labels)}: they cannot be compared")  # fmt: skip
-            served["champion"] = old.predict(texts, None, ep.batch_size, progress=step)
-    predicted = {"base": base.label} | {m: p.label for m, p in served.items()}
+    jobs: dict[str, tuple[Bundle, list[str | None] | None]] = {
+        "base": (new, [new.source_domain] * len(texts)),  # every row to the base
+        "candidate": (new, None),  # rows routed by each bundle's router
+    }
+    if old is not None:
+        jobs["champion"] = (old, None)
+    with _progress(len(texts), f"evaluating {len(jobs)} models on the golden sets") as step:
+        # one pass: the layers below the adapters run once per batch for all three
+        out = dict(zip(jobs, predict_together(list(jobs.values()), texts, ep.batch_size,
+                                              progress=step), strict=True))  # fmt: skip
+    served = {m: p for m, p in out.items() if m != "base"}
+    predicted = {m: p.label for m, p in out.items()}
     slices = score_slices(data, ep, new.labels, domain, truth, predicted)
     info: dict[str, Any] = {
         "kind": "bundle",

@@ -100,6 +100,18 @@ class SentenceClassifier(nn.Module):
             hidden = layer(hidden, mask)
         return hidden
 
+    def hidden_between(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int, stop: int
+    ) -> torch.Tensor:
+        """The hidden states after layer ``stop`` from those after layer ``start`` (see
+        :meth:`hidden_after`): only layers ``start … stop - 1`` run. ``hidden_after(…, start)``
+        followed by this is ``hidden_after(…, stop)``, bit for bit (the same layers on the same
+        tensors)."""
+        mask = self._layer_mask(hidden, attention_mask)
+        for layer in self._layers()[start:stop]:
+            hidden = layer(hidden, mask)
+        return hidden
+
     def embed_from(
         self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int
     ) -> torch.Tensor:

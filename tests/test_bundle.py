@@ -309,11 +309,25 @@ def test_a_module_is_evaluated_on_its_own_slice(parts: dict, tmp_path: Path) -> 
         evaluate(_data(prepared), _eval(), parts["apple"], domains=["cooking"], **kw())
 
 
-def test_bundle_evaluation_router_accuracy_and_gates(parts: dict, tmp_path: Path) -> None:
+def test_bundle_evaluation_router_accuracy_and_gates(
+    parts: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import contextlib
     import json
+    from collections.abc import Iterator
 
+    import mlra.bundle_eval
     from mlra.bundle_eval import BundleSource, bundle_gates, evaluate_bundle, write_bundle_outputs
     from mlra.metrics import EvaluationMetrics
+
+    progress: list[Any] = []
+
+    @contextlib.contextmanager
+    def recorded(total: int, what: str) -> Iterator[Any]:
+        progress.append((total, what))
+        yield progress.append
+
+    monkeypatch.setattr(mlra.bundle_eval, "_progress", recorded)
 
     prepared = _golden(tmp_path / "prepared", labels_from=load(parts))
     good = BundleSource({m: parts[m] for m in MODULES}, parts["router"], parts["router_sha256"],
@@ -327,6 +341,8 @@ def test_bundle_evaluation_router_accuracy_and_gates(parts: dict, tmp_path: Path
 
     result = evaluate_bundle(_data(prepared), _eval(), mp, to_apple, good, **kw)
     assert result.models == ("base", "candidate", "champion")
+    assert progress[0] == (60, "evaluating 3 models on the golden sets")  # golden rows, one pass
+    assert sum(progress[1:]) == 60
     info = result.info
     assert info["champion_ref"] == {"bundle": 1}
     assert info["router_accuracy"] == {"airline": 0.0, "apple": 1.0, "nfl": 0.0}
@@ -454,3 +470,72 @@ def test_a_trained_pass_serves_and_evaluates_as_a_bundle(trained: dict[str, Any]
     assert alone_nfl.slices["nfl"].scores["candidate"].support == len(
         golden[golden["domain"] == "nfl"]
     )
+
+
+# -- several bundles in one pass (what the bundle evaluation runs) -------------------------------
+
+
+def _permuted_tokenizer() -> Any:
+    """The tiny tokenizer's words under other ids: other tokens for the same texts."""
+    from transformers import BertTokenizerFast
+
+    vocab = list(tiny_tokenizer().get_vocab())
+    specials, words = vocab[:5], vocab[5:]
+    return BertTokenizerFast(vocab={w: i for i, w in enumerate(specials + words[::-1])})
+
+
+def _same(a: Any, b: Any) -> bool:
+    return (
+        torch.equal(a.probabilities, b.probabilities) and torch.equal(a.label, b.label)
+        and torch.equal(a.confidence, b.confidence)
+        and (a.modules, a.domains, a.how) == (b.modules, b.domains, b.how)
+    )  # fmt: skip
+
+
+def test_bundles_predicted_together_get_exactly_their_own_predictions(
+    parts: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlra.bundle_pass import _sharing_groups, predict_together
+
+    texts, _, domains = rows(29, 12)
+    new = load(parts, min_confidence=0.0)
+    old = load(parts, {"apple": parts["apple_v2"], "nfl": parts["nfl"]}, min_confidence=0.6,
+               fallback="nfl")  # another model object, another tokenizer object  # fmt: skip
+    empty = load(parts, {})  # no adapter: all its layers are shared, the others' fewer
+    jobs = [(new, [SOURCE] * 29), (new, None), (old, None), (new, domains), (empty, None)]
+    assert _sharing_groups([b for b, _ in jobs], texts) == [[0, 1, 2, 3, 4]]
+    calls: list[int] = []
+    hidden_after = SentenceClassifier.hidden_after
+
+    def counted(self: SentenceClassifier, *args: Any, **kw: Any) -> torch.Tensor:
+        calls.append(id(self))
+        return hidden_after(self, *args, **kw)
+
+    monkeypatch.setattr(SentenceClassifier, "hidden_after", counted)
+    done: list[int] = []
+    together = predict_together(jobs, texts, batch_size=8, progress=done.append)
+    assert done == [8, 8, 8, 5]  # rows done by every job, not rows x jobs
+    assert calls == [id(new.model)] * 4  # the layers below the adapters: once per batch
+    for (bundle, named), got in zip(jobs, together, strict=True):
+        assert _same(got, bundle.predict(texts, named, batch_size=8))
+    assert together[0].modules == [None] * 29 and together[3].how == ["domain"] * 29
+    assert not torch.equal(together[1].probabilities, together[2].probabilities)
+    nothing = predict_together([(new, []), (old, None)], [])
+    assert [p.probabilities.shape for p in nothing] == [(0, 3)] * 2
+
+
+def test_bundles_on_other_batches_get_a_pass_of_their_own(parts: dict) -> None:
+    from mlra.bundle_pass import _sharing_groups, predict_together
+
+    texts, _, _ = rows(21, 13)
+    new = load(parts, min_confidence=0.0)
+    shorter = load(parts, min_confidence=0.0, max_length=6)  # other (cut) tokens
+    other_ids = Bundle.load({m: parts[m] for m in MODULES}, parts["router"], min_confidence=0.0,
+                            model=SentenceClassifier(make_tiny_bert(), 3),
+                            tokenizer=_permuted_tokenizer())  # fmt: skip
+    jobs = [(new, None), (shorter, None), (other_ids, None)]
+    assert _sharing_groups([b for b, _ in jobs], texts) == [[0], [1], [2]]
+    together = predict_together(jobs, texts, batch_size=4)
+    for (bundle, named), got in zip(jobs, together, strict=True):
+        assert _same(got, bundle.predict(texts, named, batch_size=4))
+    assert not torch.equal(together[0].probabilities, together[2].probabilities)

@@ -39,7 +39,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mlra.data",),  # ingest, prepare
     ("mlra.validation", "mlra._validation_html"),  # validate
     ("mlra.training",),  # train
-    ("mlra.evaluation", "mlra.bundle", "mlra.bundle_eval"),  # evaluate (the bundle: what serves)
+    ("mlra.evaluation", "mlra.bundle", "mlra.bundle_pass", "mlra.bundle_eval"),  # evaluate
     ("mlra.registry",),  # register
     ("mlra.promotion",),  # gates, approval, promotion, rollback
     ("mlra.modules",),  # modules governed one by one, and the bundle record
