@@ -5,8 +5,9 @@
     python -m benchmarks.run --quick             # a 1–2 minute smoke run into .mlra/bench-quick
 
 Sections (one module each, over benchmarks/harness.py): steps (1), epoch, accuracy (2),
-memory (3), inference (4), route (5), artifact (6), gpu (7, only with CUDA), and library when
-benchmarks/library.py exists. Targets: benchmarks/targets.py. See benchmarks/README.md.
+memory (3), inference (4), route (5), artifact (6), gpu (7, only with CUDA), cli (8), modules (9:
+modular adapters, ~30 min), and library when benchmarks/library.py exists. Targets:
+benchmarks/targets.py. See benchmarks/README.md.
 
 Running some sections into a folder keeps the other sections' results there: the table is made
 from every section's JSON in the folder, and machine.json says when and under what load each
@@ -29,7 +30,18 @@ from typing import Any
 
 import torch
 
-from benchmarks import accuracy, artifact, cli, epoch, gpu, inference, memory, route, steps
+from benchmarks import (
+    accuracy,
+    artifact,
+    cli,
+    epoch,
+    gpu,
+    inference,
+    memory,
+    modules,
+    route,
+    steps,
+)
 from benchmarks.harness import (
     QUICK,
     RESULTS,
@@ -46,7 +58,8 @@ from benchmarks.targets import targets_table
 from benchmarks.workloads import Context, Data
 
 _BUILT_IN = tuple(
-    m.SECTION for m in (steps, epoch, accuracy, memory, inference, route, artifact, gpu, cli)
+    m.SECTION
+    for m in (steps, epoch, accuracy, memory, inference, route, artifact, gpu, cli, modules)
 )
 
 

@@ -6,13 +6,15 @@ together in one routed Lightning fit, plus the router, saved under ``modules.out
     modules.json   what this pass trained and kept, its steps, seconds and rows
 
 First one pass of the frozen base over the source rows gives the base head's features and the
-router's. Then one fit trains all due modules: each row through its own module
-(:class:`ModularClassifier`), the frozen-prefix cache shared, checkpoints and resume as in
-:func:`mlra.training.train`. Source rows are not replayed: the source domain is served by the
-base. Last the router is fitted on the source rows and every module's domain rows, due or not
-(the due modules' features come from the training cache when it ends at the router's layer).
-Folders of modules not trained in this pass are removed, so a stale folder is never taken for a
-fresh candidate.
+router's (read from the feature cache, :mod:`mlra.training.features`, when an earlier pass
+computed them from the same base and tokens). Then one fit trains all due modules: each row
+through its own module (:class:`ModularClassifier`), the frozen-prefix cache shared, checkpoints
+and resume as in :func:`mlra.training.train`. Source rows are not replayed: the source domain is
+served by the base. Last the router is fitted on the source rows and every module's domain rows,
+due or not (the due modules' features come from the training cache when it ends at the router's
+layer; the others' from the feature cache). Folders of modules not trained in this pass are
+removed, so a stale folder is never taken for a fresh candidate; the feature cache
+(``.cache/``) stays.
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ from mlra.classifier import SentenceClassifier, fit_head
 from mlra.config import DataParams, ModulesParams, TrainParams
 from mlra.errors import ConfigError, DataError
 from mlra.lineage import params_hash, plain
-from mlra.router import Router, base_fingerprint, check_layer, fit_router, router_features
+from mlra.router import Router, base_fingerprint, check_layer, fit_router
 from mlra.training.data import DomainRows, load_domain_rows
+from mlra.training.features import CACHE_DIR, FeatureCache
 from mlra.training.job import _mlflow_logger, _remove_checkpoints, lineage_metadata
 from mlra.training.routed import ModularClassifier, ModularDataModule
 from mlra.training.trainer import check_precision, fit, resumable_checkpoint
@@ -105,6 +108,7 @@ def train_modules(
     progress_bar: bool = True,
     model: SentenceClassifier | None = None,
     tokenizer: Any = None,
+    feature_cache: bool = True,
 ) -> ModularTrainResult:
     """Train the modules in ``due`` (None: all of ``mp.names(data)``) in one routed pass, fit the
     router, and write ``out_dir`` (default ``modules.out_dir``; see the module docstring).
@@ -112,7 +116,9 @@ def train_modules(
     ``model``/``tokenizer``: a fresh :class:`SentenceClassifier` (no adapters; its head is refit
     on source rows) and its tokenizer, instead of the packaged MiniLM (tests pass a tiny one).
     ``resume``: continue from ``<train.checkpoint_dir>/modules/last.ckpt`` when it was written by
-    a run with the same parameters, data and due modules.
+    a run with the same parameters, data and due modules. ``feature_cache``: keep the frozen
+    base's source-row and router features in ``<out_dir>/.cache`` and reuse them when they verify
+    (:mod:`mlra.training.features`: the pass is bit for bit the same either way).
     """
     from mlra.data import LABELS
 
@@ -140,8 +146,12 @@ def train_modules(
             f"({'given' if tokenizer is not None else 'missing'})"
         )
     check_layer(model, mp.router.layer)
-    base_head, source = _fit_base_head(model, tokenizer, rows, tp, mp.router.layer)
+    out = Path(out_dir or mp.out_dir)
     fingerprint = base_fingerprint(model)
+    cache = FeatureCache(out / CACHE_DIR if feature_cache else None, model, tokenizer,
+                         fingerprint=fingerprint, layer=mp.router.layer,
+                         max_length=tp.max_length)  # fmt: skip
+    base_head, source = _fit_base_head(model, rows, tp, cache)
     seconds["base_head"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -163,7 +173,6 @@ def train_modules(
                   logger=logger, progress_bar=progress_bar)  # fmt: skip
     seconds["train"] = time.perf_counter() - clock
 
-    out = Path(out_dir or mp.out_dir)
     run_id = getattr(logger, "run_id", None) if logger else None
     kept = [n for n in names if n not in trained]
     result = ModularTrainResult(out, {}, out / ROUTER_DIR, "", kept, seconds, trainer.global_step,
@@ -171,7 +180,7 @@ def train_modules(
     if not trainer.is_global_zero:  # DDP: rank 0 fits the router and writes
         return result
     clock = time.perf_counter()
-    router = _fit_router(module, tokenizer, rows, source, data, mp, tp)
+    router = _fit_router(module, rows, source, data, mp, cache)
     seconds["router"] = time.perf_counter() - clock
     clock = time.perf_counter()
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -220,12 +229,11 @@ def _check_rows(rows: DomainRows, trained: Sequence[str], folder: Path) -> None:
 
 
 def _fit_base_head(
-    model: SentenceClassifier, tokenizer: Any, rows: DomainRows, tp: TrainParams, layer: int
+    model: SentenceClassifier, rows: DomainRows, tp: TrainParams, cache: FeatureCache
 ) -> tuple[nn.Linear, torch.Tensor]:
     """The base head, fitted on the source rows (and set as ``model.head``), and the router's
-    features of those rows, both from one pass of the frozen base."""
-    source, embedded = router_features(model, tokenizer, rows.source_texts, layer, embed=True,
-                                       max_length=tp.max_length)  # fmt: skip
+    features of those rows, both from one pass of the frozen base (or the feature cache)."""
+    source, embedded = cache.features(rows.source_texts, embed=True)
     assert embedded is not None
     torch.manual_seed(tp.seed)
     fit_head(model.head, embedded, torch.tensor(rows.source_labels))
@@ -234,17 +242,17 @@ def _fit_base_head(
 
 def _fit_router(
     module: ModularClassifier,
-    tokenizer: Any,
     rows: DomainRows,
     source: torch.Tensor,
     data: DataParams,
     mp: ModulesParams,
-    tp: TrainParams,
+    cache: FeatureCache,
 ) -> Router:
     """The router, on the source rows' features and every module's domain rows'. The trained
     modules' rows come from the training run's frozen-prefix cache when it ends at the router's
-    layer (:attr:`ModularClassifier.prefix_pooled`: no second pass); the others' are computed."""
-    layer, names = mp.router.layer, list(rows.train)
+    layer (:attr:`ModularClassifier.prefix_pooled`: no second pass); the others' from ``cache``
+    (computed, or read from disk)."""
+    names = list(rows.train)
     cached = module.prefix_pooled
     parts = [source]
     for name in names:
@@ -254,12 +262,11 @@ def _fit_router(
             start = sum(len(rows.train[n][0]) for n in module.names[:k])
             parts.append(cached[start : start + len(texts)])
         else:
-            parts.append(router_features(module.model, tokenizer, texts, layer,
-                                         max_length=tp.max_length)[0])  # fmt: skip
+            parts.append(cache.features(texts)[0])
     domain = [0] * len(source) + [k + 1 for k, n in enumerate(names) for _ in rows.train[n][0]]
     return fit_router(
         torch.cat(parts), torch.tensor(domain), [data.source_domain, *names],
-        {data.source_domain: None, **{n: n for n in names}}, layer, module.labels,
+        {data.source_domain: None, **{n: n for n in names}}, mp.router.layer, module.labels,
     )  # fmt: skip
 
 
